@@ -1,0 +1,27 @@
+# Two entry points for a fresh machine: `make demo` (install + the main job) and `make test` (install + tests).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/prunectl train --model smallcnn --dataset mnist5k
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check prunectl tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_trainer.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

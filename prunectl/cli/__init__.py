@@ -1,0 +1,1 @@
+"""The `prunectl` command line: Typer + rich, thin wrappers over `prunectl.engine`."""

@@ -1,0 +1,107 @@
+"""The training hyperparameters: optimiser, learning-rate schedule, and the spec of one training run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prunectl.core.spec import Spec, check, helptext, register_spec
+from prunectl.models.base import Arch
+
+INIT_KINDS = ("random", "inherit", "rewind")
+
+
+@dataclass(frozen=True)
+class OptimSpec(Spec):
+    """SGD with momentum, as every paper prunectl reproduces uses (CIFAR defaults from DESIGN.md §4)."""
+
+    lr: float = helptext("initial learning rate", default=0.1)
+    momentum: float = helptext("SGD momentum", default=0.9)
+    weight_decay: float = helptext("L2 weight decay", default=1e-4)
+    nesterov: bool = helptext("Nesterov momentum (Soft Filter Pruning uses it)", default=False)
+    batch_size: int = helptext("images per step", default=64)
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
+        check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
+        check(not self.nesterov or self.momentum > 0, "Nesterov momentum needs momentum > 0")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec(Spec):
+    """Step schedule: lr × gamma at each milestone, given as fractions of the epochs so budgets scale it.
+
+    >>> s = ScheduleSpec(epochs=160)
+    >>> s.milestone_epochs(), s.lr_at(79, 0.1), s.lr_at(80, 0.1)
+    ([80, 120], 0.1, 0.010000000000000002)
+    """
+
+    epochs: int = helptext("training epochs", default=160)
+    milestones: tuple[float, ...] = helptext("lr drops, as fractions of the epochs", default=(0.5, 0.75))
+    gamma: float = helptext("lr factor at each milestone", default=0.1)
+    warmup_epochs: int = helptext("epochs at warmup_lr before the schedule starts", default=0)
+    warmup_lr: float | None = helptext("learning rate during warmup", default=None)
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(all(0 < m < 1 for m in self.milestones), f"milestones must lie in (0, 1), got {self.milestones}")
+        check(list(self.milestones) == sorted(self.milestones), "milestones must be increasing")
+        check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        check(self.warmup_epochs >= 0, "warmup epochs must be >= 0")
+        check(self.warmup_epochs == 0 or self.warmup_lr is not None, "warmup needs warmup_lr")
+
+    def milestone_epochs(self) -> list[int]:
+        return [int(round(m * self.epochs)) for m in self.milestones]
+
+    def lr_at(self, epoch: int, base_lr: float) -> float:
+        """Learning rate for 0-based `epoch`."""
+        if epoch < self.warmup_epochs:
+            return float(self.warmup_lr)  # type: ignore[arg-type]
+        lr = base_lr
+        for m in self.milestone_epochs():
+            if epoch >= m:
+                lr *= self.gamma
+        return lr
+
+    @classmethod
+    def constant(cls, epochs: int) -> ScheduleSpec:
+        """Constant learning rate (the papers' fine-tuning)."""
+        return cls(epochs=epochs, milestones=())
+
+
+@register_spec
+@dataclass(frozen=True)
+class TrainSpec(Spec):
+    """Everything that determines one training run; its hash names the run directory.
+
+    `init` says where the starting weights come from: "random" (the family's paper initialisation drawn from
+    `seed`), "inherit" (the parent run's final weights: fine-tuning) or "rewind" (the parent's saved initial
+    weights: lottery tickets). `masked` keeps the parent's weight mask applied through every step.
+    """
+
+    arch: Arch
+    dataset: str
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    seed: int = helptext("seed of initialisation, data order and augmentation", default=0)
+    sparsity: float = helptext("Network Slimming's L1 penalty s on BN scales (0: off)", default=0.0)
+    stage: str = helptext("what this run is in the protocol (train, finetune, scratch-e, ...)", default="train")
+    init: str = helptext("random | inherit | rewind", default="random")
+    parent: str | None = helptext("id of the run this one derives from", default=None)
+    masked: bool = helptext("apply the parent's weight mask through training", default=False)
+    augment: bool = helptext("the dataset's training augmentation", default=True)
+    save_init: bool = helptext("save the initial weights (lottery tickets rewind to them)", default=False)
+    budget: Mapping[str, Any] = helptext("how the epochs were computed (scratch-B)", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(self.sparsity >= 0, f"sparsity must be >= 0, got {self.sparsity}")
+        check(self.init in INIT_KINDS, f"init must be one of {', '.join(INIT_KINDS)}, got '{self.init}'")
+        check(self.init == "random" or self.parent is not None, f"init '{self.init}' needs a parent run")
+        check(not self.masked or self.parent is not None, "a masked run needs a parent run holding the mask")
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.stage}-{self.spec_hash()}"

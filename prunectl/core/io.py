@@ -1,0 +1,81 @@
+"""Atomic file writes and safetensors/JSON helpers: a crash never leaves a half-written artefact."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from prunectl.errors import ArtifactError, OutputError
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed over `path`, on failure removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"missing {path}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ArtifactError(f"cannot read {path}: {err}") from None
+
+
+def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> None:
+    """Write a safetensors file atomically (contiguous CPU copies; shared storage is fine)."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    try:
+        with atomic_path(path) as tmp:
+            save_file(flat, str(tmp), metadata=dict(metadata) if metadata else None)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from None
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ArtifactError(f"missing {path}") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ArtifactError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def tensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise ArtifactError(f"{path} is not a readable safetensors file ({err})") from None

@@ -1,0 +1,240 @@
+"""The training loop: SGD + step schedule, the hooks pruning methods need, and exact resume from checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from prunectl import paths
+from prunectl.core.hparams import OptimSpec, ScheduleSpec
+from prunectl.core.io import load_tensors, save_tensors, tensors_metadata, write_text
+from prunectl.data import Dataset
+from prunectl.errors import BadValueError
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the trainer reports after every batch and epoch (the CLI draws a progress bar from it)."""
+
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    metrics: Mapping[str, float] | None = None  # set at the end of an epoch
+
+
+@dataclass
+class Hooks:
+    """Method-specific behaviour, added to the plain loop without the loop knowing the methods.
+
+    - `sparsity`: Network Slimming's s; adds s · sign(γ) to the gradient of every BatchNorm scale γ.
+    - `masks`: parameter name → 0/1 tensor; masked weights are zero before the first step and after every step.
+    - `on_epoch_end(model, epoch)`: runs after each epoch's last step, before evaluation (Soft Filter Pruning).
+    - `save_init`: write the weights as they are before the first step to `init.safetensors` (lottery tickets).
+    - `snapshot_epochs`: write the weights after these epochs (late rewinding).
+    - `progress`: called with a `Progress` after every batch and epoch.
+    """
+
+    sparsity: float = 0.0
+    masks: Mapping[str, torch.Tensor] | None = None
+    on_epoch_end: Callable[[nn.Module, int], None] | None = None
+    save_init: bool = False
+    snapshot_epochs: tuple[int, ...] = ()
+    progress: Callable[[Progress], None] | None = None
+
+
+@dataclass
+class _State:
+    epoch: int = 0  # epochs completed
+    wall_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's data order, augmentation and dropout: a pure function, so resume is exact."""
+    digest = hashlib.sha256(f"prunectl:{seed}:{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """"auto"/None → CUDA when present, else CPU; a device that is not there is a one-line error."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise BadValueError(f"unknown device '{device}' (use cpu, cuda, cuda:N or auto)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise BadValueError(f"device '{device}' asked for, but CUDA is not available here; use --device cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise BadValueError(f"device '{device}' is not supported (use cpu, cuda, cuda:N or auto)")
+    return resolved
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask)
+
+
+def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy on the test split."""
+    model.eval()
+    correct, loss_sum, n = 0, 0.0, 0
+    with torch.no_grad():
+        for x, y in data.batches("test", batch_size, shuffle=False, augment=False, seed=0, device=device):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+    return {"test_acc": 100.0 * correct / n, "test_loss": loss_sum / n}
+
+
+class Trainer:
+    """Trains `model` in `run_dir`, checkpointing every epoch; `fit()` resumes from the last checkpoint.
+
+    >>> trainer = Trainer(model, data, OptimSpec(), ScheduleSpec(epochs=2), seed=0, run_dir=path)  # doctest: +SKIP
+    >>> summary = trainer.fit()                                                                      # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, optim: OptimSpec, schedule: ScheduleSpec, seed: int,
+                 run_dir: Path, hooks: Hooks | None = None, device: str | torch.device | None = None,
+                 augment: bool = True, eval_batch_size: int = 256) -> None:
+        self.device = resolve_device(str(device) if device is not None else None)
+        self.model = model.to(self.device)
+        self.data, self.optim_spec, self.schedule, self.seed = data, optim, schedule, seed
+        self.run_dir, self.hooks, self.augment = run_dir, hooks or Hooks(), augment
+        self.eval_batch_size = eval_batch_size
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=optim.lr, momentum=optim.momentum,
+            weight_decay=optim.weight_decay, nesterov=optim.nesterov,
+        )
+        self.masks = {k: v.to(self.device) for k, v in (self.hooks.masks or {}).items()}
+        self._bn_scales = [m.weight for m in self.model.modules()
+                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+
+    # -- public -----------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        state = self._resume_or_start()
+        for epoch in range(state.epoch, self.schedule.epochs):
+            start = time.perf_counter()
+            train_metrics = self._train_epoch(epoch)
+            train_metrics["train_seconds"] = round(time.perf_counter() - start, 4)
+            if self.hooks.on_epoch_end is not None:
+                self.hooks.on_epoch_end(self.model, epoch)
+            metrics = {"epoch": epoch + 1, "lr": self.schedule.lr_at(epoch, self.optim_spec.lr), **train_metrics,
+                       **evaluate(self.model, self.data, self.eval_batch_size, self.device)}
+            state.wall_seconds += time.perf_counter() - start
+            metrics["wall_seconds"] = round(state.wall_seconds, 3)
+            state.history.append(metrics)
+            state.epoch = epoch + 1
+            if state.epoch in self.hooks.snapshot_epochs:
+                save_tensors(self.run_dir / paths.rewind_weights(state.epoch), self.model.state_dict())
+            self._save_checkpoint(state)
+            self._report(Progress(epoch + 1, self.schedule.epochs, 0, 0, metrics))
+        return self._summary(state)
+
+    # -- one epoch --------------------------------------------------------------------------------------
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        lr = self.schedule.lr_at(epoch, self.optim_spec.lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        seed = epoch_seed(self.seed, epoch)
+        torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
+        batches = self.data.batches("train", self.optim_spec.batch_size, shuffle=True, augment=self.augment,
+                                    seed=seed, device=self.device)
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
+        for i, (x, y) in enumerate(batches):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._before_step()
+            self.optimizer.step()
+            if self.masks:
+                apply_masks(self.model, self.masks)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if self.hooks.progress is not None:
+                self._report(Progress(epoch + 1, self.schedule.epochs, i + 1, len(batches)))
+        return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+
+    def _before_step(self) -> None:
+        if self.hooks.sparsity:
+            for gamma in self._bn_scales:
+                if gamma.grad is not None:
+                    gamma.grad.add_(torch.sign(gamma.detach()), alpha=self.hooks.sparsity)
+        if self.masks:
+            params = dict(self.model.named_parameters())
+            for name, mask in self.masks.items():
+                if params[name].grad is not None:
+                    params[name].grad.mul_(mask)
+
+    def _report(self, event: Progress) -> None:
+        if self.hooks.progress is not None:
+            self.hooks.progress(event)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def _resume_or_start(self) -> _State:
+        ckpt = self.run_dir / paths.CHECKPOINT
+        if ckpt.is_file():
+            return self._load_checkpoint(ckpt)
+        if self.masks:
+            apply_masks(self.model, self.masks)
+        if self.hooks.save_init:
+            save_tensors(self.run_dir / paths.INIT, self.model.state_dict())
+        return _State()
+
+    def _save_checkpoint(self, state: _State) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim = self.optimizer.state_dict()
+        for idx, slots in optim["state"].items():
+            for key, value in slots.items():
+                if torch.is_tensor(value):
+                    tensors[f"optim.{idx}.{key}"] = value
+        meta = {"epoch": str(state.epoch), "wall_seconds": repr(state.wall_seconds),
+                "history": json.dumps(state.history), "param_groups": json.dumps(optim["param_groups"])}
+        save_tensors(self.run_dir / paths.CHECKPOINT, tensors, metadata=meta)
+        self._write_metrics(state.history)
+
+    def _load_checkpoint(self, ckpt: Path) -> _State:
+        tensors, meta = load_tensors(ckpt), tensors_metadata(ckpt)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        slots: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                slots.setdefault(int(idx), {})[name] = value.to(self.device)
+        self.optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["param_groups"])})
+        state = _State(int(meta["epoch"]), float(meta["wall_seconds"]), json.loads(meta["history"]))
+        self._write_metrics(state.history)
+        return state
+
+    def _write_metrics(self, history: list[dict[str, Any]]) -> None:
+        write_text(self.run_dir / paths.METRICS, "".join(json.dumps(m, sort_keys=True) + "\n" for m in history))
+
+    def _summary(self, state: _State) -> dict[str, Any]:
+        best = max(state.history, key=lambda m: m["test_acc"])
+        last = state.history[-1]
+        images = self.data.num_examples("train") * len(state.history)
+        train_seconds = sum(m["train_seconds"] for m in state.history)
+        return {
+            "final_acc": last["test_acc"], "final_loss": last["test_loss"],
+            "best_acc": best["test_acc"], "best_epoch": best["epoch"],
+            "epochs": state.epoch, "wall_seconds": round(state.wall_seconds, 3),
+            "train_images_per_second": round(images / max(train_seconds, 1e-9), 1),
+        }

@@ -1,0 +1,60 @@
+"""Engine stage `info`: parameters, FLOPs and a per-layer table for a model name, architecture file or run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prunectl import paths
+from prunectl.core.flops import FLOPS_LABEL, count
+from prunectl.core.store import open_run
+from prunectl.data import dataset_shape
+from prunectl.errors import ArtifactError
+from prunectl.models import MODELS, Arch, build_model, default_arch
+
+
+def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | None]:
+    """An architecture from a registered model name, an arch JSON file, or a run directory.
+
+    Returns the arch and, for a run directory, its path (so callers can find the mask).
+    """
+    path = Path(target).expanduser()
+    if path.is_dir():
+        run = open_run(path)
+        return run.arch(), run.path
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise ArtifactError(f"no architecture file at {path}")
+        return Arch.load(path), None
+    MODELS.get(target)  # unknown name → did-you-mean error
+    if dataset is None:
+        return default_arch(target), None
+    num_classes, input_size = dataset_shape(dataset)
+    return default_arch(target, num_classes=num_classes, input_size=input_size), None
+
+
+def info(target: str, dataset: str | None = None) -> dict[str, Any]:
+    """Params, FLOPs (multiply-adds, conv + linear) and per-layer rows; sparse-aware for masked runs."""
+    arch, run_path = resolve_arch(target, dataset)
+    model = build_model(arch)
+    masks = None
+    if run_path is not None and (run_path / paths.MASK).is_file():
+        masks = open_run(run_path).mask()
+    counts = count(model, arch.input_size, masks)
+    return {
+        "target": target,
+        "name": arch.name,
+        "family": arch.family,
+        "num_classes": arch.num_classes,
+        "input_size": list(arch.input_size),
+        "params": counts.params,
+        "flops": counts.flops,
+        "dense_params": counts.dense_params,
+        "dense_flops": counts.dense_flops,
+        "flops_unit": FLOPS_LABEL,
+        "layers": [
+            {"name": r.name, "type": r.kind, "shape": r.shape, "params": r.params, "flops": r.flops,
+             "density": r.density}
+            for r in counts.layers
+        ],
+    }

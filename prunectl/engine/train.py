@@ -1,0 +1,104 @@
+"""Engine stage `train`: build (or inherit) a model, train it in its run directory, write the results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunectl import paths
+from prunectl.core.flops import count
+from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
+from prunectl.core.io import save_tensors, write_json
+from prunectl.core.store import Run, load_weights, prepare_run
+from prunectl.core.trainer import Hooks, Progress, Trainer
+from prunectl.data import Dataset, dataset_shape, load_dataset
+from prunectl.engine.protocols import protocol_for
+from prunectl.errors import ArtifactError, BadValueError
+from prunectl.models import ArchModel, build_model, default_arch
+
+
+def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,
+                  batch_size: int | None = None, weight_decay: float | None = None,
+                  momentum: float | None = None, seed: int = 0, sparsity: float = 0.0,
+                  data_dir: str | Path | None = None, **model_options: Any) -> TrainSpec:
+    """The spec of a baseline run: the dataset's paper protocol, with any value the caller overrides.
+
+    >>> spec = baseline_spec("smallcnn", "mnist5k", epochs=2)
+    >>> spec.schedule.epochs, spec.optim.lr
+    (2, 0.1)
+    """
+    num_classes, input_size = dataset_shape(dataset, data_dir=data_dir)
+    proto = protocol_for(dataset)
+    arch = default_arch(model, num_classes=num_classes, input_size=input_size, **model_options)
+    optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
+    schedule = _override(proto.schedule, epochs=epochs)
+    return TrainSpec(arch=arch, dataset=dataset, optim=optim, schedule=schedule, seed=seed, sparsity=sparsity)
+
+
+def _override(spec: Any, **values: Any) -> Any:
+    return spec.replace(**{k: v for k, v in values.items() if v is not None})
+
+
+def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None = None,
+          data_dir: str | Path | None = None, download: bool = False, device: str | None = None,
+          progress: Callable[[Progress], None] | None = None, data: Dataset | None = None) -> Run:
+    """Run (or resume, or reuse) the training that `spec` describes; returns its finished run directory."""
+    run = prepare_run(spec, spec.stage, out)
+    if run.is_done():
+        return run
+    data = data or load_dataset(spec.dataset, data_dir=data_dir, download=download)
+    _check_fits(spec, data)
+    model, masks = _initial_model(spec, parent)
+    write_json(run.file(paths.ARCH), model.to_arch().to_dict())
+    if masks is not None:
+        save_tensors(run.file(paths.MASK), masks)
+    hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init, progress=progress)
+    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, hooks, device, spec.augment)
+    summary = trainer.fit()
+    finish(run, model, summary, spec, masks)
+    return run
+
+
+def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
+           masks: dict[str, torch.Tensor] | None) -> None:
+    """Write the final weights and result.json, then drop the checkpoint (result.json marks the run done)."""
+    save_tensors(run.file(paths.MODEL), model.state_dict())
+    counts = count(model, model.input_size, masks)
+    result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
+              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent}
+    write_json(run.file(paths.RESULT), result)
+    run.file(paths.CHECKPOINT).unlink(missing_ok=True)
+
+
+def _check_fits(spec: TrainSpec, data: Dataset) -> None:
+    arch = spec.arch
+    if tuple(arch.input_size) != tuple(data.input_size) or arch.num_classes != data.num_classes:
+        raise BadValueError(
+            f"architecture expects {arch.num_classes} classes of {tuple(arch.input_size)} images but "
+            f"{spec.dataset} has {data.num_classes} classes of {tuple(data.input_size)}"
+        )
+
+
+def _initial_model(spec: TrainSpec, parent: Run | None) -> tuple[ArchModel, dict[str, torch.Tensor] | None]:
+    """Build the network from the spec's seed, then take the parent's weights and mask if the spec says so."""
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.arch)
+    if spec.parent is not None:
+        if parent is None or parent.id != spec.parent:
+            raise ArtifactError(f"this run derives from run {spec.parent}; pass that run directory")
+        if spec.init == "inherit":
+            load_weights(model, parent.weights(paths.MODEL), parent.file(paths.MODEL))
+        elif spec.init == "rewind":
+            load_weights(model, parent.weights(paths.INIT), parent.file(paths.INIT))
+    masks = None
+    if spec.masked:
+        masks = parent.mask() if parent is not None else None
+        if masks is None:
+            raise ArtifactError(f"run {spec.parent} has no {paths.MASK} to keep applied")
+    return model, masks
+
+
+__all__ = ["OptimSpec", "ScheduleSpec", "TrainSpec", "baseline_spec", "finish", "train"]

@@ -1,0 +1,46 @@
+"""Model registry front door: `create_model`, `build_model`, `default_arch`, `list_models`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Importing the family modules registers them.
+from prunectl.models import cifar_resnet, cifar_vgg, densenet, imagenet, preresnet, small  # noqa: E402,F401,I001
+from prunectl.models.base import FAMILIES, MODELS, Arch, ArchModel, register_family, register_model
+
+__all__ = [
+    "Arch",
+    "ArchModel",
+    "build_model",
+    "create_model",
+    "default_arch",
+    "list_models",
+    "register_family",
+    "register_model",
+]
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a glob, e.g. ``list_models("resnet*")``."""
+    return MODELS.names(pattern)
+
+
+def default_arch(name: str, num_classes: int = 10, input_size: tuple[int, int, int] | None = None,
+                 **options: Any) -> Arch:
+    """The unpruned architecture record of a registered model (its factory picks the input size if None)."""
+    factory = MODELS.get(name)
+    kwargs: dict[str, Any] = {"num_classes": num_classes, **options}
+    if input_size is not None:
+        kwargs["input_size"] = tuple(input_size)
+    return factory(**kwargs)
+
+
+def build_model(arch: Arch) -> ArchModel:
+    """Build (and initialise, from torch's global RNG) the network an `Arch` describes."""
+    return FAMILIES.get(arch.family)(arch)
+
+
+def create_model(name: str, num_classes: int = 10, input_size: tuple[int, int, int] | None = None,
+                 **options: Any) -> ArchModel:
+    """Build a registered model by name: ``create_model("vgg16", num_classes=100)``."""
+    return build_model(default_arch(name, num_classes=num_classes, input_size=input_size, **options))

@@ -1,0 +1,34 @@
+"""Every on-disk name prunectl uses, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SPEC = "spec.json"
+ARCH = "arch.json"
+MODEL = "model.safetensors"
+INIT = "init.safetensors"
+MASK = "mask.safetensors"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+CHECKPOINT = "checkpoint.safetensors"
+CONFIG = "config.json"
+CARD = "README.md"
+
+
+def home() -> Path:
+    """Root of the run store: $PRUNECTL_HOME, else $XDG_DATA_HOME/prunectl, else ~/.local/share/prunectl."""
+    if env := os.environ.get("PRUNECTL_HOME"):
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "prunectl"
+
+
+def runs_root() -> Path:
+    return home() / "runs"
+
+
+def rewind_weights(epoch: int) -> str:
+    """Weights saved after `epoch` epochs, for late rewinding."""
+    return f"weights-epoch{epoch}.safetensors"
