@@ -124,6 +124,9 @@ def datasets_(as_json: JsonOpt = False) -> None:
     Output(as_json).emit(names, lambda c: c.print("\n".join([*names, "imagefolder:PATH", "npz:PATH"])))
 
 
+from prunectl.cli import hub as _hub  # noqa: E402
+
+_hub.register(app)
 
 
 def main() -> None:

@@ -7,8 +7,10 @@
 """
 
 from prunectl.core.store import Run, open_run
+from prunectl.engine.hub import pull, push
 from prunectl.engine.info import info, resolve_arch
 from prunectl.engine.protocols import Protocol, protocol_for
 from prunectl.engine.train import baseline_spec, train
 
-__all__ = ["Protocol", "Run", "baseline_spec", "info", "open_run", "protocol_for", "resolve_arch", "train"]
+__all__ = ["Protocol", "Run", "baseline_spec", "info", "open_run", "protocol_for", "pull", "push", "resolve_arch",
+           "train"]
