@@ -1,14 +1,18 @@
 """Training throughput: prunectl's trainer vs a seed-style loop (per-sample torchvision transforms in a DataLoader).
 
 Same model, data (mnist5k train split), batch size, optimiser and per-sample augmentation (every image its own
-random crop of the zero-padded image; no flips for digits). Prints images/s of both and their ratio.
+random crop of the zero-padded image; no flips for digits). Prints images/s of both and their ratio. Both are
+measured in steady state: the first epoch (allocator and oneDNN warm-up) is excluded and the median of the
+remaining epochs' training time is taken; evaluation is excluded from both.
 
-    python benchmarks/bench_trainer.py [--epochs 3] [--models lenet5 smallcnn] [--workers 0]
+    python benchmarks/bench_trainer.py [--epochs 4] [--models lenet5 smallcnn] [--workers 0 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +23,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
+from prunectl import paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.trainer import Trainer
 from prunectl.data import load_dataset
@@ -51,15 +56,16 @@ def seed_style(model_name: str, epochs: int, batch_size: int, workers: int) -> f
     model = create_model(model_name)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     model.train()
-    seen, start = 0, time.perf_counter()
+    seconds = []
     for _ in range(epochs):
+        start = time.perf_counter()
         for x, y in loader:
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            seen += len(y)
-    return seen / (time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
+    return len(dataset) / statistics.median(seconds[1:])
 
 
 def prunectl_trainer(model_name: str, epochs: int, batch_size: int) -> float:
@@ -69,12 +75,15 @@ def prunectl_trainer(model_name: str, epochs: int, batch_size: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(model, data, OptimSpec(lr=0.05, batch_size=batch_size), ScheduleSpec(epochs=epochs), 0,
                           Path(tmp), device="cpu")
-        return float(trainer.fit()["train_images_per_second"])  # training steps only, evaluation excluded
+        trainer.fit()
+        lines = (Path(tmp) / paths.METRICS).read_text().splitlines()
+    seconds = [json.loads(line)["train_seconds"] for line in lines]  # training steps only, evaluation excluded
+    return data.num_examples("train") / statistics.median(seconds[1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4, help="at least 2: the first epoch is warm-up")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--models", nargs="+", default=["lenet5", "smallcnn"])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1],

@@ -15,6 +15,7 @@ RESULT = "result.json"
 CHECKPOINT = "checkpoint.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
+LINEAGE = "lineage.json"  # the spec records of every ancestor run, parent first
 SOURCE = "source.json"  # where a pulled run came from: repo, revision, resolved commit
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+# Tiny models: a second intra-op thread buys nothing and stalls badly when the other core is busy.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

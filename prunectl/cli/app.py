@@ -1,17 +1,14 @@
-"""The `prunectl` Typer application: global options, and the `train` and `info` commands."""
+"""The `prunectl` Typer application: global options, and the registration of every command module."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from prunectl import __version__, engine
-from prunectl.cli.options import DataDirOpt, DatasetOpt, DeviceOpt, DownloadOpt, JsonOpt, OutOpt, SeedOpt
-from prunectl.cli.output import Output, handle_errors, set_debug
-from prunectl.core.flops import FLOPS_LABEL
+from prunectl import __version__
+from prunectl.cli import basics, compare, hub, pipeline
+from prunectl.cli.output import set_debug
 
 app = typer.Typer(
     name="prunectl",
@@ -37,96 +34,8 @@ def _global(
     set_debug(debug)
 
 
-@app.command()
-@handle_errors
-def train(
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name (see `prunectl models`).")],
-    dataset: DatasetOpt = "mnist5k",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the dataset's paper protocol).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Initial learning rate (default: protocol).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: protocol).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default: protocol).")] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum (default: protocol).")] = None,
-    seed: SeedOpt = 0,
-    sparsity: Annotated[float, typer.Option(help="Network Slimming's L1 penalty on BN scales, e.g. 1e-4.")] = 0.0,
-    save_init: Annotated[bool, typer.Option(help="Keep the initial weights (for lottery tickets).")] = False,
-    device: DeviceOpt = "auto",
-    out: OutOpt = None,
-    data_dir: DataDirOpt = None,
-    download: DownloadOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %)."""
-    output = Output(as_json)
-    spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
-                                weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
-                                data_dir=data_dir)
-    spec = spec.replace(save_init=save_init)
-    with output.training_progress(f"train {model}") as progress:
-        run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress)
-    result = run.result()
-    output.emit({**result, "run": str(run.path)}, lambda c: _render_result(c, result, str(run.path)))
-
-
-def _render_result(console: Console, result: dict, path: str) -> None:
-    table = Table(show_header=False, box=None)
-    for key, label in [("final_acc", "test accuracy (last epoch) %"), ("best_acc", "best test accuracy %"),
-                       ("epochs", "epochs"), ("params", "params"), ("flops", FLOPS_LABEL),
-                       ("wall_seconds", "wall seconds")]:
-        value = result.get(key)
-        table.add_row(label, f"{value:,.2f}" if isinstance(value, float) else f"{value:,}")
-    console.print(table)
-    console.print(f"run: {path}")
-
-
-@app.command()
-@handle_errors
-def info(
-    target: Annotated[str, typer.Argument(help="Model name, architecture JSON file, or run directory.")],
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Size the model for this dataset.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers) and a per-layer table."""
-    report = engine.info(target, dataset)
-    Output(as_json).emit(report, lambda c: _render_info(c, report))
-
-
-def _render_info(console: Console, report: dict) -> None:
-    table = Table(title=f"{report['name'] or report['target']} ({report['family']}), input "
-                        f"{tuple(report['input_size'])}, {report['num_classes']} classes")
-    for col in ("layer", "type", "shape", "params", "FLOPs", "density"):
-        table.add_column(col, justify="right" if col in ("params", "FLOPs", "density") else "left")
-    for row in report["layers"]:
-        table.add_row(row["name"], row["type"], row["shape"], f"{row['params']:,}", f"{row['flops']:,}",
-                      f"{row['density']:.3f}")
-    console.print(table)
-    console.print(f"params: {report['params']:,}    {FLOPS_LABEL}: {report['flops']:,}")
-
-
-@app.command("models")
-@handle_errors
-def models_(pattern: Annotated[str, typer.Argument(help="Glob, e.g. 'resnet*'.")] = "*",
-            as_json: JsonOpt = False) -> None:
-    """List registered model names."""
-    from prunectl.models import list_models
-
-    names = list_models(pattern)
-    Output(as_json).emit(names, lambda c: c.print("\n".join(names)))
-
-
-@app.command("datasets")
-@handle_errors
-def datasets_(as_json: JsonOpt = False) -> None:
-    """List registered datasets (plus imagefolder:PATH and npz:PATH for your own data)."""
-    from prunectl.data import list_datasets
-
-    names = list_datasets()
-    Output(as_json).emit(names, lambda c: c.print("\n".join([*names, "imagefolder:PATH", "npz:PATH"])))
-
-
-from prunectl.cli import hub as _hub  # noqa: E402
-
-_hub.register(app)
+for module in (basics, pipeline, compare, hub):
+    module.register(app)
 
 
 def main() -> None:

@@ -76,9 +76,15 @@ class Output:
 
     @contextmanager
     def training_progress(self, label: str) -> Iterator[Callable[[Any], None] | None]:
-        """A progress bar over epochs and batches; yields the trainer's callback (None in JSON mode).
+        """A progress bar for one training run; yields the trainer's callback (None in JSON mode)."""
+        with self.progress_board() as board:
+            yield board(label) if board is not None else None
 
-        The bar appears with the first event, so an error before training starts prints nothing else.
+    @contextmanager
+    def progress_board(self) -> Iterator[Callable[[str], Callable[[Any], None]] | None]:
+        """Bars for many training runs (a recipe): yields `board(label) -> trainer callback`; None in JSON mode.
+
+        Nothing is drawn before the first event, so an error before training starts prints only itself.
         """
         if self.as_json:
             yield None
@@ -86,22 +92,29 @@ class Output:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[info]}"), TimeElapsedColumn())
         bar = Progress(*columns, console=self.err, transient=False)
-        task: list[Any] = []
+        started: list[bool] = []
 
-        def update(event: Any) -> None:
-            if not task:
-                bar.start()
-                task.append(bar.add_task(label, total=None, info=""))
-            description = f"{label} epoch {event.epoch}/{event.epochs}"
-            if event.metrics is not None:
-                m = event.metrics
-                info = f"loss {m['train_loss']:.3f}  test {m['test_acc']:.2f}%"
-                bar.update(task[0], description=description, info=info)
-            else:
-                bar.update(task[0], total=event.batches, completed=event.batch, description=description)
+        def board(label: str) -> Callable[[Any], None]:
+            task: list[Any] = []
+
+            def update(event: Any) -> None:
+                if not started:
+                    bar.start()
+                    started.append(True)
+                if not task:
+                    task.append(bar.add_task(label, total=None, info=""))
+                description = f"{label} epoch {event.epoch}/{event.epochs}"
+                if event.metrics is not None:
+                    m = event.metrics
+                    bar.update(task[0], description=description,
+                               info=f"loss {m['train_loss']:.3f}  test {m['test_acc']:.2f}%")
+                else:
+                    bar.update(task[0], total=event.batches, completed=event.batch, description=description)
+
+            return update
 
         try:
-            yield update
+            yield board
         finally:
-            if task:
+            if started:
                 bar.stop()

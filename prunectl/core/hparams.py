@@ -10,6 +10,7 @@ from prunectl.core.spec import Spec, check, helptext, register_spec
 from prunectl.models.base import Arch
 
 INIT_KINDS = ("random", "inherit", "rewind")
+REWIND_POINTS = ("init",)  # or "epoch:K"
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ class TrainSpec(Spec):
     """Everything that determines one training run; its hash names the run directory.
 
     `init` says where the starting weights come from: "random" (the family's paper initialisation drawn from
-    `seed`), "inherit" (the parent run's final weights: fine-tuning) or "rewind" (the parent's saved initial
-    weights: lottery tickets). `masked` keeps the parent's weight mask applied through every step.
+    `seed`), "inherit" (the parent run's final weights: fine-tuning) or "rewind" (the baseline's weights at
+    `rewind_to`: its initialisation, or "epoch:K" for late rewinding — lottery tickets). `masked` keeps the
+    parent's weight mask applied through every step; `density_scaled_init` multiplies each masked layer's fresh
+    weights by 1/sqrt(its density), as the seed's random-init control does.
     """
 
     arch: Arch
@@ -94,6 +97,9 @@ class TrainSpec(Spec):
     masked: bool = helptext("apply the parent's weight mask through training", default=False)
     augment: bool = helptext("the dataset's training augmentation", default=True)
     save_init: bool = helptext("save the initial weights (lottery tickets rewind to them)", default=False)
+    snapshot_epochs: tuple[int, ...] = helptext("save the weights after these epochs (late rewinding)", default=())
+    rewind_to: str = helptext("init, or epoch:K (with init=rewind)", default="init")
+    density_scaled_init: bool = helptext("scale fresh weights of masked layers by 1/sqrt(density)", default=False)
     budget: Mapping[str, Any] = helptext("how the epochs were computed (scratch-B)", default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -101,6 +107,9 @@ class TrainSpec(Spec):
         check(self.init in INIT_KINDS, f"init must be one of {', '.join(INIT_KINDS)}, got '{self.init}'")
         check(self.init == "random" or self.parent is not None, f"init '{self.init}' needs a parent run")
         check(not self.masked or self.parent is not None, "a masked run needs a parent run holding the mask")
+        check(self.rewind_to == "init" or (self.rewind_to.startswith("epoch:") and self.rewind_to[6:].isdigit()),
+              f"rewind point must be 'init' or 'epoch:K', got '{self.rewind_to}'")
+        check(not self.density_scaled_init or self.masked, "density-scaled initialisation needs a mask")
 
     @property
     def run_name(self) -> str:

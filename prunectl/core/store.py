@@ -66,6 +66,10 @@ class Run:
     def weights(self, name: str = paths.MODEL) -> dict[str, torch.Tensor]:
         return load_tensors(self.path / name)
 
+    def lineage(self) -> list[dict[str, Any]]:
+        """Spec records of this run's ancestors, parent first (empty for a baseline)."""
+        return list(read_json(self.path / paths.LINEAGE)) if self.has(paths.LINEAGE) else []
+
     def mask(self) -> dict[str, torch.Tensor] | None:
         return load_tensors(self.path / paths.MASK) if self.has(paths.MASK) else None
 
@@ -99,6 +103,11 @@ def open_run(path: str | Path) -> Run:
     if not (path / paths.SPEC).is_file():
         raise ArtifactError(f"{path} is not a prunectl run (no {paths.SPEC})")
     return Run(path)
+
+
+def write_lineage(run: Run, parent: Run) -> None:
+    """Record `parent` and its ancestors in `run` so the provenance survives on disk."""
+    write_json(run.file(paths.LINEAGE), [parent.record, *parent.lineage()])
 
 
 def run_location(spec: Spec, stage: str, out: str | Path | None) -> Path:

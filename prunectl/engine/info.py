@@ -7,9 +7,9 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.flops import FLOPS_LABEL, count
-from prunectl.core.store import open_run
+from prunectl.core.store import Run, open_run
 from prunectl.data import dataset_shape
-from prunectl.errors import ArtifactError
+from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import MODELS, Arch, build_model, default_arch
 
 
@@ -31,6 +31,21 @@ def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | 
         return default_arch(target), None
     num_classes, input_size = dataset_shape(dataset)
     return default_arch(target, num_classes=num_classes, input_size=input_size), None
+
+
+def resolve_source(target: str) -> tuple[Arch, Run | None]:
+    """A pruned architecture to train: a run directory (with its mask, if any) or an architecture JSON file."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        run = open_run(path)
+        return run.arch(), run
+    if not path.is_file():
+        raise ArtifactError(f"no run directory or architecture file at {path}")
+    arch = Arch.load(path)
+    if "mask_file" in arch.notes:
+        raise BadValueError(f"{path} comes with a weight mask; pass the pruned run directory "
+                            f"({arch.notes.get('source_run', 'its run')}) so the mask is kept")
+    return arch, None
 
 
 def info(target: str, dataset: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.core.io import save_tensors, write_json
-from prunectl.core.store import Run, load_weights, prepare_run
+from prunectl.core.store import Run, load_weights, prepare_run, write_lineage
 from prunectl.core.trainer import Hooks, Progress, Trainer
 from prunectl.data import Dataset, dataset_shape, load_dataset
 from prunectl.engine.protocols import protocol_for
@@ -43,19 +43,27 @@ def _override(spec: Any, **values: Any) -> Any:
 
 
 def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None = None,
-          data_dir: str | Path | None = None, download: bool = False, device: str | None = None,
-          progress: Callable[[Progress], None] | None = None, data: Dataset | None = None) -> Run:
-    """Run (or resume, or reuse) the training that `spec` describes; returns its finished run directory."""
+          rewind_source: Run | None = None, data_dir: str | Path | None = None, download: bool = False,
+          device: str | None = None, progress: Callable[[Progress], None] | None = None,
+          data: Dataset | None = None) -> Run:
+    """Run (or resume, or reuse) the training that `spec` describes; returns its finished run directory.
+
+    `parent` is the run the spec derives from (weights to inherit, mask to keep); `rewind_source` is the
+    baseline whose saved weights a lottery ticket rewinds to.
+    """
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
         return run
     data = data or load_dataset(spec.dataset, data_dir=data_dir, download=download)
     _check_fits(spec, data)
-    model, masks = _initial_model(spec, parent)
+    model, masks = _initial_model(spec, parent, rewind_source)
+    if parent is not None:
+        write_lineage(run, parent)
     write_json(run.file(paths.ARCH), model.to_arch().to_dict())
     if masks is not None:
         save_tensors(run.file(paths.MASK), masks)
-    hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init, progress=progress)
+    hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init,
+                  snapshot_epochs=spec.snapshot_epochs, progress=progress)
     trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, hooks, device, spec.augment)
     summary = trainer.fit()
     finish(run, model, summary, spec, masks)
@@ -68,9 +76,28 @@ def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
     save_tensors(run.file(paths.MODEL), model.state_dict())
     counts = count(model, model.input_size, masks)
     result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
-              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent}
+              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": ARMS.get(spec.stage),
+              "level": _level(run, masks)}
     write_json(run.file(paths.RESULT), result)
     run.file(paths.CHECKPOINT).unlink(missing_ok=True)
+
+
+ARMS = {"train": "baseline", "finetune": "fine-tuned", "scratch-e": "scratch-E", "scratch-b": "scratch-B",
+        "ticket": "winning-ticket", "random-init": "random-init"}
+
+
+def _level(run: Run, masks: dict[str, torch.Tensor] | None) -> dict[str, Any] | None:
+    """The pruning that produced this run's architecture (method, settings; for iterative pruning the round),
+    from its lineage, and the fraction of prunable weights that remain when a mask is kept."""
+    prunes = [r for r in run.lineage() if r.get("kind") == "PruneSpec"]
+    if not prunes:
+        return None
+    level = {"method": prunes[0]["spec"]["method"], **prunes[0]["spec"]["settings"]}  # settings as given
+    if len(prunes) > 1 or run.stage in ("ticket", "random-init"):
+        level["round"] = len(prunes)
+    if masks:
+        level["remaining"] = round(sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()), 6)
+    return level
 
 
 def _check_fits(spec: TrainSpec, data: Dataset) -> None:
@@ -82,23 +109,41 @@ def _check_fits(spec: TrainSpec, data: Dataset) -> None:
         )
 
 
-def _initial_model(spec: TrainSpec, parent: Run | None) -> tuple[ArchModel, dict[str, torch.Tensor] | None]:
+def _initial_model(spec: TrainSpec, parent: Run | None,
+                   rewind_source: Run | None) -> tuple[ArchModel, dict[str, torch.Tensor] | None]:
     """Build the network from the spec's seed, then take the parent's weights and mask if the spec says so."""
     torch.manual_seed(spec.seed)
     model = build_model(spec.arch)
-    if spec.parent is not None:
-        if parent is None or parent.id != spec.parent:
-            raise ArtifactError(f"this run derives from run {spec.parent}; pass that run directory")
-        if spec.init == "inherit":
-            load_weights(model, parent.weights(paths.MODEL), parent.file(paths.MODEL))
-        elif spec.init == "rewind":
-            load_weights(model, parent.weights(paths.INIT), parent.file(paths.INIT))
+    if spec.parent is not None and (parent is None or parent.id != spec.parent):
+        raise ArtifactError(f"this run derives from run {spec.parent}; pass that run directory")
+    if spec.init == "inherit":
+        load_weights(model, parent.weights(paths.MODEL), parent.file(paths.MODEL))  # type: ignore[union-attr]
+    elif spec.init == "rewind":
+        _rewind(model, spec, parent, rewind_source)
     masks = None
     if spec.masked:
         masks = parent.mask() if parent is not None else None
         if masks is None:
             raise ArtifactError(f"run {spec.parent} has no {paths.MASK} to keep applied")
+        if spec.density_scaled_init:
+            with torch.no_grad():
+                params = dict(model.named_parameters())
+                for name, mask in masks.items():
+                    params[name].mul_(float(mask.numel() / max(mask.sum().item(), 1)) ** 0.5)
     return model, masks
+
+
+def _rewind(model: ArchModel, spec: TrainSpec, parent: Run | None, source: Run | None) -> None:
+    """Load the baseline's initial (or epoch-K) weights; the baseline must be the root of the parent's lineage."""
+    roots = [r for r in (parent.lineage() if parent is not None else []) if r.get("kind") == "TrainSpec"]
+    root_id = roots[-1]["id"] if roots else spec.parent
+    if source is None or source.id != root_id:
+        raise ArtifactError(f"rewinding needs the baseline run {root_id}; pass it as the rewind source")
+    name = paths.INIT if spec.rewind_to == "init" else paths.rewind_weights(int(spec.rewind_to[6:]))
+    if not source.has(name):
+        hint = "--save-init" if spec.rewind_to == "init" else f"--snapshot-epochs {spec.rewind_to[6:]}"
+        raise BadValueError(f"baseline {source.path} has no saved {name}; retrain it with {hint}")
+    load_weights(model, source.weights(name), source.file(name))
 
 
 __all__ = ["OptimSpec", "ScheduleSpec", "TrainSpec", "baseline_spec", "finish", "train"]

@@ -1,0 +1,105 @@
+"""Commands `compare` (fine-tuned vs scratch-E vs scratch-B, tickets vs random init) and `lottery`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from prunectl import engine
+from prunectl.cli.compare_render import render_table, to_markdown
+from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt
+from prunectl.cli.output import Output, handle_errors
+from prunectl.engine.compare import CompareReport, find_runs, report
+from prunectl.engine.lottery import LotterySettings
+from prunectl.engine.lottery import lottery as run_lottery
+from prunectl.engine.plot import plot
+from prunectl.engine.recipe import builtin_recipes
+from prunectl.errors import EXIT_GATE_FAILED
+
+MetricOpt = Annotated[str, typer.Option("--metric", help="final (last epoch, default) or best (selects on the "
+                                                         "test set: a known flaw, offered for comparison).")]
+GateOpt = Annotated[list[str] | None, typer.Option("--gate", help="A CI condition, e.g. 'scratch-B >= fine-tuned "
+                                                                  "- 0.5' (repeatable); exit 1 if one fails.")]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write accuracy vs FLOPs (and vs remaining weights) "
+                                                             "to this PNG or SVG file.")]
+MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a GitHub markdown table instead.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(compare)
+    app.command()(lottery)
+
+
+def _is_recipe(target: str) -> bool:
+    return target in builtin_recipes() or target.endswith(".toml")
+
+
+@handle_errors
+def compare(
+    targets: Annotated[list[str] | None, typer.Argument(help="A recipe (name or .toml) to run and report, or run "
+                                                              "directories / folders of runs. Default: quick.")] = None,
+    metric: MetricOpt = "final",
+    reference: Annotated[str, typer.Option(help="Arm the others are compared with.")] = "fine-tuned",
+    gate: GateOpt = None,
+    plot_file: PlotOpt = None,
+    markdown: MarkdownOpt = False,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
+    output = Output(as_json or markdown)
+    targets = targets or ["quick"]
+    if len(targets) == 1 and _is_recipe(targets[0]):
+        recipe = engine.load_recipe(targets[0])
+        with output.progress_board() as board:
+            runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
+                                     note=output.note).arms
+    else:
+        runs = find_runs(targets)
+    _finish(output, report(runs, metric=metric, reference=reference, gates=gate or ()), plot_file, markdown)
+
+
+def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool) -> None:
+    if plot_file is not None:
+        plot(rep, plot_file)
+        output.note(f"plot: {plot_file}")
+    if markdown:
+        typer.echo(to_markdown(rep).rstrip("\n"))
+    else:
+        output.emit(rep.to_dict(), lambda c: render_table(c, rep))
+    if rep.gates_passed is False:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@handle_errors
+def lottery(
+    target: Annotated[str, typer.Argument(help="A baseline run trained with --save-init, or a lottery recipe.")],
+    rate: Annotated[float, typer.Option(help="Fraction of the remaining weights removed per round.")] = 0.2,
+    rounds: Annotated[int, typer.Option(help="Pruning rounds.")] = 3,
+    target_sparsity: Annotated[float | None, typer.Option(help="One-shot to this sparsity instead.")] = None,
+    structure: Annotated[str, typer.Option(help="weight (unstructured) or filter (L1-norm filter masks).")] = "weight",
+    include_linear: Annotated[bool, typer.Option(help="Prune linear layers too.")] = False,
+    rewind: Annotated[str, typer.Option(help="init, epoch:K (late rewinding) or finetune.")] = "init",
+    metric: MetricOpt = "final",
+    gate: GateOpt = None,
+    plot_file: PlotOpt = None,
+    markdown: MarkdownOpt = False,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Winning ticket vs random initialisation, round by round (iterative magnitude pruning with rewinding)."""
+    output = Output(as_json or markdown)
+    with output.progress_board() as board:
+        if _is_recipe(target):
+            runs = engine.run_recipe(engine.load_recipe(target), data_dir=data_dir, device=device, progress=board,
+                                     note=output.note).arms
+        else:
+            settings = LotterySettings(rate=rate, rounds=rounds, target_sparsity=target_sparsity,
+                                       structure=structure, include_linear=include_linear, rewind=rewind)
+            runs = run_lottery(engine.open_run(target), settings, data_dir=data_dir, device=device,
+                               progress=board, note=output.note).arm_runs()
+    _finish(output, report(runs, metric=metric, reference="random-init", gates=gate or ()), plot_file, markdown)

@@ -1,0 +1,359 @@
+"""Compare finished runs per (level, arm): mean ± std over seeds, Welch differences to a reference arm, CI gates."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import operator
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from prunectl import paths
+from prunectl.core.stats import Difference, summarize, welch
+from prunectl.core.store import Run, open_run
+from prunectl.errors import ArtifactError, BadValueError
+
+SCHEMA = 1
+ARMS = ("baseline", "fine-tuned", "scratch-E", "scratch-B", "winning-ticket", "random-init")
+STAGE_ARMS = {"train": "baseline", "finetune": "fine-tuned", "scratch-e": "scratch-E", "scratch-b": "scratch-B",
+              "ticket": "winning-ticket", "random-init": "random-init"}
+ALIASES = {**{a.lower(): a for a in ARMS}, "finetune": "fine-tuned", "finetuned": "fine-tuned", "ft": "fine-tuned",
+           "ticket": "winning-ticket", "random": "random-init", "train": "baseline"}
+# The lottery control is fixed by the protocol: a winning ticket is always judged against random init of its level.
+CONTROLS = {"winning-ticket": "random-init"}
+METRICS = {"final": "final_acc", "best": "best_acc"}
+METRIC_NOTES = {
+    "final": "test accuracy of the final epoch",
+    "best": "best-of: the best epoch's test accuracy, selected on the test set itself, so it is optimistic "
+            "(DESIGN.md §4)",
+}
+GATE_FORM = ("expected 'ARM OP ARM ± POINTS' or 'ARM OP NUMBER' with OP one of >=, >, <=, <, "
+             "e.g. 'scratch-B >= fine-tuned - 0.5' or 'scratch-B >= 95'")
+_NO_REFERENCE_NEEDED = ("baseline", "winning-ticket", "random-init")
+_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, ">": operator.gt, "<=": operator.le,
+                                                   "<": operator.lt}
+_GATE = re.compile(r"^\s*(?P<arm>[A-Za-z][A-Za-z-]*)\s*(?P<op>>=|<=|>|<)\s*(?P<right>.*?)\s*$")
+_NUM = r"(?:\d+\.?\d*|\.\d+)"
+_RIGHT_NUMBER = re.compile(rf"^(?P<num>[+-]?{_NUM})\s*%?$")
+_RIGHT_ARM = re.compile(rf"^(?P<arm>[A-Za-z][A-Za-z-]*?)\s*(?:(?P<sign>[+-])\s*(?P<num>{_NUM})\s*%?)?$")
+
+
+def arm_name(text: str) -> str:
+    """The canonical arm for a name or alias, case-insensitively: 'ft' → 'fine-tuned', 'SCRATCH-b' → 'scratch-B'."""
+    arm = ALIASES.get(text.strip().lower())
+    if arm is None:
+        close = difflib.get_close_matches(text.strip().lower(), list(ALIASES), n=1, cutoff=0.6)
+        hint = f"; did you mean '{ALIASES[close[0]]}'?" if close else ""
+        raise BadValueError(f"unknown arm '{text}'{hint} (valid: {', '.join(ARMS)})")
+    return arm
+
+
+def level_key(level: Any) -> str:
+    """The identity of a level: its canonical JSON (groups at equal keys are the same level)."""
+    return json.dumps(level, sort_keys=True)
+
+
+def level_label(level: Any) -> str:
+    """A level for people: {'round': 3, 'remaining': 0.512} → 'round=3, remaining=0.512'; None → 'no level'."""
+    if level is None:
+        return "no level"
+    if isinstance(level, dict):
+        return ", ".join(f"{k}={v}" for k, v in level.items())
+    return json.dumps(level)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one arm at one pruning level: per-seed accuracies and their summary."""
+
+    level: Any
+    arm: str
+    acc_values: tuple[float, ...]
+    acc_mean: float
+    acc_std: float | None
+    params: float
+    flops: float
+    epochs: float
+    seeds: tuple[int, ...]
+    runs: tuple[str, ...]
+    paths: tuple[str, ...] = ()  # the run directories, in the order of `runs`
+    mismatch: tuple[str, ...] = ()  # fields that differ between the group's runs: params, flops, epochs, seed
+    vs: str | None = None
+    diff: Difference | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.acc_values)
+
+    def to_dict(self) -> dict[str, Any]:
+        diff = None
+        if self.diff is not None:
+            d = self.diff
+            diff = {"vs": self.vs, "mean": d.mean, "ci95": list(d.ci95) if d.ci95 else None,
+                    "p_value": d.p_value, "df": d.df, "note": d.note}
+        return {"level": self.level, "arm": self.arm, "n": self.n, "acc_mean": self.acc_mean,
+                "acc_std": self.acc_std, "acc_values": list(self.acc_values), "params": self.params,
+                "flops": self.flops, "epochs": self.epochs, "seeds": list(self.seeds), "runs": list(self.runs),
+                "paths": list(self.paths), "mismatch": list(self.mismatch), "diff": diff}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """`arm op right_arm + offset`, or `arm op offset` when right_arm is None; accuracies in % points."""
+
+    text: str
+    arm: str
+    op: str
+    right_arm: str | None
+    offset: float
+
+    def arms(self) -> list[str]:
+        return [self.arm] + ([self.right_arm] if self.right_arm else [])
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One gate at one level: group means compared (left: the gate's arm; right: the other side's value)."""
+
+    gate: str
+    passed: bool
+    left: float
+    right: float
+    level: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate": self.gate, "passed": self.passed, "left": self.left, "right": self.right,
+                "level": self.level}
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """Groups sorted by level (no level first) and arm order; optional gate results; remarks for people."""
+
+    dataset: str | None
+    metric: str
+    reference: str
+    groups: tuple[Group, ...]
+    gates: tuple[GateResult, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def metric_note(self) -> str:
+        return METRIC_NOTES[self.metric]
+
+    @property
+    def gates_passed(self) -> bool | None:
+        """True when every gate holds at every level, False when one fails, None without gates."""
+        return all(g.passed for g in self.gates) if self.gates else None
+
+    def levels(self) -> list[Any]:
+        seen: dict[str, Any] = {}
+        for g in self.groups:
+            seen.setdefault(level_key(g.level), g.level)
+        return list(seen.values())
+
+    def arms(self) -> list[str]:
+        return [a for a in ARMS if any(g.arm == a for g in self.groups)]
+
+    def group(self, level: Any, arm: str, shared: bool = True) -> Group | None:
+        """The group of `arm` at `level`; with `shared`, runs without a level stand in when `level` has none."""
+        key = level_key(level)
+        for g in self.groups:
+            if g.arm == arm and level_key(g.level) == key:
+                return g
+        return self.group(None, arm, False) if shared and level is not None else None
+
+    def with_gates(self, results: Sequence[GateResult]) -> CompareReport:
+        return replace(self, gates=tuple(results))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `compare --json` document (schema in docs/compare-json.md)."""
+        return {"schema": SCHEMA, "dataset": self.dataset, "metric": self.metric,
+                "metric_field": METRICS[self.metric], "metric_note": self.metric_note,
+                "reference": self.reference, "groups": [g.to_dict() for g in self.groups],
+                "gates": [r.to_dict() for r in self.gates], "gates_passed": self.gates_passed,
+                "notes": list(self.notes)}
+
+
+def find_runs(locations: Iterable[str | Path]) -> list[Run]:
+    """Run directories named directly, or every run found (recursively) under a directory that is not one."""
+    found: list[Run] = []
+    for location in locations:
+        path = Path(location).expanduser()
+        if (path / paths.SPEC).is_file() or not path.is_dir():
+            found.append(open_run(path))
+            continue
+        inside = [Run(spec.parent) for spec in sorted(path.rglob(paths.SPEC))]
+        if not inside:
+            raise ArtifactError(f"no prunectl runs under {path}")
+        found.extend(inside)
+    return found
+
+
+def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference: str = "fine-tuned",
+           gates: Sequence[str | Gate] = ()) -> CompareReport:
+    """Summarise finished runs per (level, arm) and compare each group with its reference.
+
+    Reference rule: a winning-ticket group is compared with random-init (its control); every other group with
+    `reference`. Both at the same level, where runs that carry no level (a baseline shared by all levels) stand
+    in for an arm the level lacks. Unfinished runs and runs of non-arm stages (prune) are skipped with a note.
+
+    >>> rep = report(find_runs(["runs/vgg16-l1"]), gates=["scratch-B >= fine-tuned - 0.5"])  # doctest: +SKIP
+    >>> rep.gates_passed                                                                      # doctest: +SKIP
+    """
+    if metric not in METRICS:
+        raise BadValueError(f"unknown metric '{metric}' (valid: {', '.join(METRICS)})")
+    reference = arm_name(reference)
+    rows, notes = _load(runs, METRICS[metric])
+    datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset") is not None})
+    if len(datasets) > 1:
+        raise BadValueError(f"runs from different datasets: {', '.join(datasets)}; compare one dataset at a time")
+    buckets: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        buckets.setdefault((level_key(row["level"]), row["arm"]), []).append(row)
+    groups = sorted((_group(b) for b in buckets.values()),
+                    key=lambda g: (_sort_key(g.level), ARMS.index(g.arm)))
+    rep = CompareReport(datasets[0] if datasets else None, metric, reference, tuple(groups), notes=tuple(notes))
+    rep = replace(rep, groups=tuple(_with_diff(rep, g) for g in groups))
+    if not any(g.arm == reference for g in groups) and any(g.arm not in _NO_REFERENCE_NEEDED for g in groups):
+        rep = replace(rep, notes=(*rep.notes, f"no runs of the reference arm '{reference}'"))
+    if gates:
+        rep = rep.with_gates(evaluate_gates(rep, gates))
+    return rep
+
+
+def parse_gate(text: str) -> Gate:
+    """'scratch-B >= fine-tuned - 0.5' → Gate('scratch-B', '>=', 'fine-tuned', -0.5); 'ft > 93' → a plain number."""
+    match = _GATE.match(text.replace("≥", ">=").replace("≤", "<=").replace("−", "-"))
+    number = _RIGHT_NUMBER.match(match["right"]) if match else None
+    right = _RIGHT_ARM.match(match["right"]) if match else None
+    if match is None or (number is None and right is None):
+        raise BadValueError(f"malformed gate '{text}': {GATE_FORM}")
+    try:
+        arm = arm_name(match["arm"])
+        if right is None:
+            return Gate(text, arm, match["op"], None, float(number["num"]) if number else 0.0)
+        offset = float(right["num"] or 0.0) * (-1.0 if right["sign"] == "-" else 1.0)
+        return Gate(text, arm, match["op"], arm_name(right["arm"]), offset)
+    except BadValueError as err:
+        raise BadValueError(f"gate '{text}': {err}") from None
+
+
+def evaluate_gates(report: CompareReport, gates: Sequence[Gate | str]) -> list[GateResult]:
+    """Each gate at every level where its arms exist (means compared, to 1e-9 points); it holds if all pass.
+
+    Shared runs without a level are judged once, at their own level, not again at every level they stand in for.
+    """
+    results: list[GateResult] = []
+    present = report.arms()
+    for item in gates:
+        gate = item if isinstance(item, Gate) else parse_gate(item)
+        for arm in gate.arms():
+            if arm not in present:
+                raise BadValueError(f"gate '{gate.text}' names {arm}, which has no runs "
+                                    f"(arms with runs: {', '.join(present)})")
+        found = [r for level in report.levels() if (r := _judge(report, gate, level)) is not None]
+        if not found:
+            raise BadValueError(f"gate '{gate.text}' compares nothing: {' and '.join(gate.arms())} never "
+                                "appear at the same level")
+        results.extend(found)
+    return results
+
+
+def _judge(report: CompareReport, gate: Gate, level: Any) -> GateResult | None:
+    left = report.group(level, gate.arm)
+    right = report.group(level, gate.right_arm) if gate.right_arm else None
+    if left is None or (gate.right_arm and right is None):
+        return None
+    if level is not None and left.level is None and (right is None or right.level is None):
+        return None
+    value = (right.acc_mean if right else 0.0) + gate.offset
+    passed = _OPS[gate.op](round(left.acc_mean - value, 9), 0.0)
+    return GateResult(gate.text, passed, left.acc_mean, value, level)
+
+
+def _load(runs: Iterable[Run | str | Path], key: str) -> tuple[list[dict[str, Any]], list[str]]:
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    seen: set[str] = set()
+    unfinished, other_stages = 0, set()
+    for item in runs:
+        run = item if isinstance(item, Run) else open_run(item)
+        if not run.is_done():
+            unfinished += 1
+            continue
+        result = run.result()
+        stage = str(result.get("stage") or run.stage)
+        try:
+            arm = arm_name(str(result["arm"])) if result.get("arm") else STAGE_ARMS.get(stage)
+        except BadValueError as err:
+            raise ArtifactError(f"{run.path / paths.RESULT}: {err}") from None
+        if arm is None:
+            other_stages.add(stage)
+            continue
+        run_id = str(result.get("id") or run.id)
+        if run_id in seen:
+            notes.append(f"run {run_id} was given twice; counted once")
+            continue
+        seen.add(run_id)
+        for name in (key, "params", "flops", "epochs", "seed"):
+            if result.get(name) is None:
+                raise ArtifactError(f"{run.path / paths.RESULT} has no '{name}'")
+        rows.append({**result, "arm": arm, "id": run_id, "level": result.get("level"), "acc": float(result[key]),
+                     "path": str(run.path)})
+    if unfinished:
+        notes.append(f"skipped {unfinished} unfinished run(s)")
+    if other_stages:
+        notes.append(f"skipped runs of stages that are no comparison arm: {', '.join(sorted(other_stages))}")
+    if not rows:
+        raise BadValueError("no finished runs to compare" + (f" ({'; '.join(notes)})" if notes else ""))
+    return rows, notes
+
+
+def _group(rows: list[dict[str, Any]]) -> Group:
+    acc = tuple(r["acc"] for r in rows)
+    summary = summarize(acc)
+    seeds = tuple(int(r["seed"]) for r in rows)
+    mismatch = [name for name in ("params", "flops", "epochs") if len({r[name] for r in rows}) > 1]
+    if len(set(seeds)) < len(seeds):
+        mismatch.append("seed")
+    return Group(rows[0]["level"], rows[0]["arm"], acc, summary.mean, summary.std,
+                 _common([r["params"] for r in rows]), _common([r["flops"] for r in rows]),
+                 _common([r["epochs"] for r in rows]), seeds, tuple(r["id"] for r in rows),
+                 tuple(r["path"] for r in rows), tuple(mismatch))
+
+
+def _with_diff(rep: CompareReport, group: Group) -> Group:
+    vs = CONTROLS.get(group.arm, rep.reference)
+    ref = rep.group(group.level, vs) if vs != group.arm else None
+    if ref is None:
+        return group
+    return replace(group, vs=vs, diff=welch(group.acc_values, ref.acc_values))
+
+
+def _common(values: list[Any]) -> float:
+    """The shared value of a group's runs, or their mean when they differ (the group's `mismatch` says so)."""
+    return values[0] if len(set(values)) == 1 else sum(values) / len(values)
+
+
+def _sort_key(value: Any) -> tuple[Any, ...]:
+    """Orders levels: no level first, then by `round` if present, then field by field in the order the run wrote
+    them (result.json sorts keys), numbers numerically.
+
+    {'round': 2, 'remaining': 0.64} comes before {'round': 10, 'remaining': 0.107}.
+    """
+    if value is None:
+        return (0,)
+    if isinstance(value, bool | int | float):
+        return (1, float(value))
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: kv[0] != "round")  # stable: rounds first, rest as written
+        return (3, tuple((k, _sort_key(v)) for k, v in items))
+    if isinstance(value, list):
+        return (4, tuple(_sort_key(v) for v in value))
+    return (5, str(value))
