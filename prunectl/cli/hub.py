@@ -13,7 +13,8 @@ from prunectl.cli.options import JsonOpt
 from prunectl.cli.output import Output, handle_errors
 
 RepoArg = Annotated[str, typer.Argument(help="Target repo as hf:OWNER/REPO (created if missing).")]
-RefArg = Annotated[str, typer.Argument(help="hf:OWNER/REPO, or hf:OWNER/REPO@REVISION for a branch, tag or commit.")]
+RefArg = Annotated[str, typer.Argument(help="hf:OWNER/REPO, or hf:OWNER/REPO@REVISION for a branch, tag or commit; "
+                                              "or zoo:NAME for a zoo entry with weights (see `prunectl zoo list`).")]
 PullOutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create (default: the run "
                                                                      "store, named by a hash of repo and commit).")]
 
@@ -41,19 +42,23 @@ def _render_push(console: Console, info: dict[str, Any]) -> None:
 
 
 def pull(ref: RefArg, out: PullOutOpt = None, as_json: JsonOpt = False) -> None:
-    """Download a prunectl model from the Hub and write it as a run directory (reused when already pulled)."""
+    """Download a prunectl model from the Hub (or a zoo entry's weights) as a run directory (reused if pulled)."""
     from prunectl.core.io import read_json
-    from prunectl.engine import hub
+    from prunectl.engine import hub, zoo
 
     output = Output(as_json)
-    run = hub.pull(ref, out=out)
+    run = zoo.pull_entry(ref, out=out) if zoo.is_zoo_ref(ref) else hub.pull(ref, out=out)
     source = read_json(run.file(paths.SOURCE))
     report = {**source, "run": str(run.path), "id": run.id, "stage": run.stage}
     output.emit(report, lambda c: _render_pull(c, report))
 
 
 def _render_pull(console: Console, report: dict[str, Any]) -> None:
-    console.print(f"pulled {report['repo_id']}@{report['revision']} (commit {report['commit']})", soft_wrap=True)
+    if report.get("revision") == "packaged":
+        console.print(f"pulled {report['repo_id']} (packaged weights)", soft_wrap=True)
+    else:
+        console.print(f"pulled {report['repo_id']}@{report['revision']} (commit {report['commit']})",
+                      soft_wrap=True)
     console.print(f"run: {report['run']}", soft_wrap=True)
 
 

@@ -9,6 +9,7 @@ from prunectl import paths
 from prunectl.core.flops import FLOPS_LABEL, count
 from prunectl.core.store import Run, open_run
 from prunectl.data import dataset_shape
+from prunectl.engine import zoo
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import MODELS, Arch, build_model, default_arch
 
@@ -16,8 +17,10 @@ from prunectl.models import MODELS, Arch, build_model, default_arch
 def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | None]:
     """An architecture from a registered model name, an arch JSON file, or a run directory.
 
-    Returns the arch and, for a run directory, its path (so callers can find the mask).
+    Returns the arch and, for a run directory, its path (so callers can find the mask). `zoo:NAME` is a zoo entry.
     """
+    if zoo.is_zoo_ref(target):
+        return zoo.zoo_arch(target, dataset)
     path = Path(target).expanduser()
     if path.is_dir():
         run = open_run(path)
@@ -34,7 +37,10 @@ def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | 
 
 
 def resolve_source(target: str) -> tuple[Arch, Run | None]:
-    """A pruned architecture to train: a run directory (with its mask, if any) or an architecture JSON file."""
+    """A pruned architecture to train: a run directory (with its mask, if any), an architecture JSON file, or
+    `zoo:NAME` (its pulled run when the entry has weights, else its architecture)."""
+    if zoo.is_zoo_ref(target):
+        return zoo.zoo_source(target)
     path = Path(target).expanduser()
     if path.is_dir():
         run = open_run(path)
