@@ -12,7 +12,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/prunectl train --model smallcnn --dataset mnist5k
+	$(BIN)/prunectl compare
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check prunectl tests benchmarks
@@ -22,6 +22,7 @@ test: lint
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/bench_trainer.py
+	$(BIN)/python benchmarks/bench_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -79,6 +79,8 @@ def _one_line_error(result, *needles: str) -> None:
         (["train", "-m", "vgg16", "-d", "cifar10", "--epochs", "1"], ["cifar10", "--data-dir"]),
         (["train", "-m", "lenet5", "--epochs", "1", "--device", "cuda:7"], ["cuda"]),
         (["info", "vgg17"], ["unknown model 'vgg17'", "vgg16"]),
+        (["train", "-m", "vgg16", "--model-option", "bogus=1", "--epochs", "1"], ["no option bogus", "head"]),
+        (["train", "-m", "vgg16", "--model-option", "head", "--epochs", "1"], ["KEY=VALUE"]),
         (["info", "missing-arch.json"], ["no architecture file"]),
     ],
 )

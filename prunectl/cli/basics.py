@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,6 +13,7 @@ from prunectl import engine
 from prunectl.cli.options import DataDirOpt, DatasetOpt, DeviceOpt, DownloadOpt, JsonOpt, OutOpt, SeedOpt
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
+from prunectl.errors import BadValueError
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +32,8 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: protocol).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default: protocol).")] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum (default: protocol).")] = None,
+    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Model option KEY=VALUE, e.g. "
+                                                           "head=l1 (VALUE read as JSON when it parses; repeatable).")] = None,
     seed: SeedOpt = 0,
     sparsity: Annotated[float, typer.Option(help="Network Slimming's L1 penalty on BN scales, e.g. 1e-4.")] = 0.0,
     save_init: Annotated[bool, typer.Option(help="Keep the initial weights (for lottery tickets).")] = False,
@@ -45,12 +49,26 @@ def train(
     output = Output(as_json)
     spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
-                                data_dir=data_dir)
+                                data_dir=data_dir, **_options(model_option or []))
     spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))))
     with output.training_progress(f"train {model}") as progress:
         run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress)
     result = run.result()
     output.emit({**result, "run": str(run.path)}, lambda c: render_result(c, result, str(run.path)))
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; VALUE is JSON where it parses (numbers, lists), else a string."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadValueError(f"--model-option takes KEY=VALUE, got '{item}'")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def render_result(console: Console, result: dict, path: str) -> None:

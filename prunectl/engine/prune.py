@@ -97,6 +97,7 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
         "structured": method.structured, "params_before": before.params, "flops_before": before.flops,
         "params": after.params, "flops": after.flops, "flops_ratio": before.flops / max(after.flops, 1),
         "params_ratio": before.params / max(after.params, 1), "pruned_acc": acc["test_acc"],
+        "final_acc": acc["test_acc"],  # the accuracy of this run's model: straight after pruning
         "report": json.loads(json.dumps(outcome.report)), "notes": notes,
     }
     write_json(run.file(paths.RESULT), result)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
+
+from prunectl.errors import BadValueError
 
 # Importing the family modules registers them.
 from prunectl.models import cifar_resnet, cifar_vgg, densenet, imagenet, preresnet, small  # noqa: E402,F401,I001
@@ -29,6 +32,11 @@ def default_arch(name: str, num_classes: int = 10, input_size: tuple[int, int, i
                  **options: Any) -> Arch:
     """The unpruned architecture record of a registered model (its factory picks the input size if None)."""
     factory = MODELS.get(name)
+    accepted = [p for p in inspect.signature(factory).parameters if p not in ("num_classes", "input_size")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise BadValueError(f"model '{name}' has no option {', '.join(unknown)} "
+                            f"(its options: {', '.join(accepted) or 'none'})")
     kwargs: dict[str, Any] = {"num_classes": num_classes, **options}
     if input_size is not None:
         kwargs["input_size"] = tuple(input_size)

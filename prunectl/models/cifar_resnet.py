@@ -11,7 +11,7 @@ from torch import nn
 
 from prunectl.errors import BadValueError
 from prunectl.models.base import Arch, ArchModel, register_family, register_model
-from prunectl.models.layers import as_width, check_spatial, init_bn, init_conv_fan_out
+from prunectl.models.layers import as_width, check_spatial, seed_init
 
 SHORTCUTS = ("avgpool", "subsample")
 STAGE_STRIDES = (1, 2, 2)
@@ -131,13 +131,7 @@ class CifarResNet(ArchModel):
 
     def reset_parameters(self) -> None:
         # Seed: conv normal(0, sqrt(2 / (k*k*out))), BN 1/0; the Linear keeps torch's default init.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                init_conv_fan_out(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                init_bn(m, 1.0)
-            elif isinstance(m, nn.Linear):
-                m.reset_parameters()
+        seed_init(self, 1.0)
 
     def to_arch(self) -> Arch:
         config = {

@@ -13,9 +13,8 @@ from prunectl.models.layers import (
     ChannelSelection,
     as_width,
     check_spatial,
-    init_bn,
-    init_conv_fan_out,
     resolve_select,
+    seed_init,
 )
 from prunectl.models.preresnet import describe_selections
 
@@ -135,13 +134,7 @@ class DenseNet(ArchModel):
 
     def reset_parameters(self) -> None:
         # Seed: conv normal(0, sqrt(2 / (k*k*out))), BN scale 0.5, Linear torch's default.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                init_conv_fan_out(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                init_bn(m, 0.5)
-            elif isinstance(m, nn.Linear):
-                m.reset_parameters()
+        seed_init(self, 0.5)
 
     def to_arch(self) -> Arch:
         pairs = self.selections()

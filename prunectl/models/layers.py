@@ -110,6 +110,18 @@ def init_bn(bn: nn.modules.batchnorm._BatchNorm, weight: float) -> None:
     nn.init.zeros_(bn.bias)
 
 
+def seed_init(model: nn.Module, bn_weight: float) -> None:
+    """The seed's CIFAR initialisation: every conv as `init_conv_fan_out`, every BN scale `bn_weight` and shift
+    0, every Linear torch's default (the seed leaves it alone)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            init_conv_fan_out(m)
+        elif isinstance(m, nn.BatchNorm2d):
+            init_bn(m, bn_weight)
+        elif isinstance(m, nn.Linear):
+            m.reset_parameters()
+
+
 def count_pools(cfg: Sequence[Any]) -> int:
     return sum(1 for v in cfg if v == "M")
 

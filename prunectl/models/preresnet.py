@@ -14,9 +14,8 @@ from prunectl.models.layers import (
     ChannelSelection,
     as_width,
     check_spatial,
-    init_bn,
-    init_conv_fan_out,
     resolve_select,
+    seed_init,
 )
 
 EXPANSION = 4
@@ -134,13 +133,7 @@ class PreResNet(ArchModel):
 
     def reset_parameters(self) -> None:
         # Seed: conv normal(0, sqrt(2 / (k*k*out))), BN scale 0.5 (slimming) or 1 (weight-level), Linear default.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                init_conv_fan_out(m)
-            elif isinstance(m, nn.BatchNorm2d):
-                init_bn(m, self.bn_weight_init)
-            elif isinstance(m, nn.Linear):
-                m.reset_parameters()
+        seed_init(self, self.bn_weight_init)
 
     def to_arch(self) -> Arch:
         cfg: list[int] = []
