@@ -24,6 +24,9 @@ IMAGENET = ["resnet34-a-imagenet", "resnet34-b-imagenet", "thinet30-resnet50-ima
             "thinet70-resnet50-imagenet", "vgg16-thinet-conv-imagenet", "vgg16-thinet-gap-imagenet",
             "vgg16-thinet-tiny-imagenet", "vgg16-5x-imagenet", "resnet50-2x-imagenet", "sss-resnet26-imagenet",
             "sss-resnet32-imagenet", "sss-resnet41-imagenet"]
+# Trained on the embedded data by scripts/export_quick_zoo.py (the quick recipe, seed 0), weights inside the package.
+TRAINED = ["quick-smallcnn-baseline", "quick-smallcnn-l1-50", "quick-smallcnn-fine-tuned", "quick-smallcnn-scratch-e",
+           "quick-smallcnn-scratch-b"]
 PACKAGE_ZOO = Path(zoo.__file__).resolve().parent.parent / "zoo"
 
 
@@ -57,7 +60,7 @@ def one_line_error(result) -> str:
 # --- the packaged entries --------------------------------------------------------------------------------------
 
 def test_the_zoo_holds_exactly_the_papers_models():
-    assert sorted(e.name for e in zoo.list_entries()) == sorted(CIFAR + IMAGENET)
+    assert sorted(e.name for e in zoo.list_entries()) == sorted(CIFAR + IMAGENET + TRAINED)
     assert zoo.zoo_root() == PACKAGE_ZOO
 
 
@@ -149,7 +152,7 @@ def test_thinet_sss_and_cp_architectures_follow_design_md():
 
 def test_zoo_list_json_and_table_list_every_entry():
     listed = json.loads(ok("zoo", "list", "--json"))
-    assert sorted(e["name"] for e in listed) == sorted(CIFAR + IMAGENET)
+    assert sorted(e["name"] for e in listed) == sorted(CIFAR + IMAGENET + TRAINED)
     by_name = {e["name"]: e for e in listed}
     assert by_name["vgg16-a-cifar10"]["params"] == zoo.get_entry("vgg16-a-cifar10").params
     assert by_name["resnet34-a-imagenet"]["paper_accuracy"]["top1"]["scratch-B"] == 73.08
@@ -276,3 +279,18 @@ def test_a_hub_backed_entry_pulls_through_the_hub(hub, runs, tmp_path):  # noqa:
     source = json.loads(pulled.file(paths.SOURCE).read_text())
     assert (source["repo_id"], source["zoo"]) == ("alice/lenet5", "lenet5-hub")
     assert torch.equal(logits(pulled), logits(baseline))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_trained_entries_pull_offline_and_reproduce_their_measured_accuracy(name, monkeypatch):
+    from prunectl.core.trainer import evaluate
+    from prunectl.data import load_dataset
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = zoo.get_entry(name)
+    assert entry.has_weights and entry.dataset == "mnist5k"
+    run = zoo.pull_entry(name)
+    model = run.model().eval()
+    accuracy = evaluate(model, load_dataset("mnist5k"), 500, torch.device("cpu"))["test_acc"]
+    assert accuracy == pytest.approx(entry.measured["final_acc"], abs=0.2)  # one digit may flip with the layout
+    assert count(model, model.input_size).flops == entry.flops

@@ -19,7 +19,7 @@ def render_table(console: Console, report: CompareReport) -> None:
     """Print a table per level, the caption that says what the numbers are, gate results and remarks."""
     for level in report.levels():
         table = Table(title=_title(report, level))
-        for i, name in enumerate(_columns(report)):
+        for i, name in enumerate(_columns(report, level)):
             table.add_column(name, justify="right" if i in _RIGHT else "left")
         for row in _rows(report, level):
             table.add_row(*(Text(cell) for cell in row))
@@ -43,7 +43,7 @@ def to_markdown(report: CompareReport) -> str:
     for level in report.levels():
         if _levelled(report):
             lines += [f"### {level_label(level)}", ""]
-        lines += _markdown_table(_columns(report), _rows(report, level), right=_RIGHT)
+        lines += _markdown_table(_columns(report, level), _rows(report, level), right=_RIGHT)
         lines.append("")
     if report.gates:
         lines += [f"### {_gate_title(report)}", ""]
@@ -53,9 +53,11 @@ def to_markdown(report: CompareReport) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _columns(report: CompareReport) -> list[str]:
-    return ["arm", "n", "accuracy % (mean ± std)", "params", FLOPS_LABEL, "epochs",
-            f"Δ vs {report.reference} (95 % CI; p)"]
+def _columns(report: CompareReport, level: Any) -> list[str]:
+    """The Δ column names what this level's groups were compared with (random-init for tickets)."""
+    vs = {g.vs for g in report.groups if level_key(g.level) == level_key(level) and g.vs}
+    reference = vs.pop() if len(vs) == 1 else report.reference
+    return ["arm", "n", "accuracy % (mean ± std)", "params", FLOPS_LABEL, "epochs", f"Δ vs {reference} (95 % CI; p)"]
 
 
 def _rows(report: CompareReport, level: Any) -> list[list[str]]:
