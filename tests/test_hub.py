@@ -264,3 +264,13 @@ def test_push_refuses_an_unfinished_run(hub, trained, tmp_path):  # noqa: F811
     shutil.copy(trained.file("spec.json"), unfinished / "spec.json")
     assert "has not finished" in one_line_error(cli("push", str(unfinished), "hf:alice/lenet"))
     assert "alice/lenet" not in hub.server.repos
+
+
+def test_a_pruned_run_keeps_its_lineage_through_the_hub(hub, trained, tmp_path):  # noqa: F811
+    pruned = engine.prune(trained, engine.prune_spec(trained, "weight", {"ratio": 0.5, "include_linear": True}), out=tmp_path / "pruned")
+    hub_engine.push(pruned, "hf:alice/pruned")
+    assert "lineage.json" in hub.server.files("alice/pruned")
+    pulled = hub_engine.pull("hf:alice/pruned", out=tmp_path / "pulled")
+    assert pulled.lineage() == pruned.lineage() and pulled.id == pruned.id
+    spec = engine.finetune_spec(pulled, epochs=1)  # needs the baseline's spec from the lineage
+    assert spec.parent == pruned.id and spec.masked and spec.dataset == "mnist5k"

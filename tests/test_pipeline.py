@@ -145,3 +145,12 @@ def test_a_recipe_with_an_unknown_arm_is_refused(tmp_path):
                    '[prune]\nmethod = "weight"\n')
     with pytest.raises(Exception, match="unknown arm"):
         load_recipe(bad)
+
+
+def test_weight_pruning_a_model_without_convs_says_to_include_linear(tmp_path):
+    mlp = engine.train(engine.baseline_spec("lenet300100", "mnist5k", epochs=1), out=tmp_path / "mlp")
+    refused = runner.invoke(app, ["prune", str(mlp.path), "--method", "weight", "--ratio", "0.5"])
+    assert refused.exit_code == 2 and "--include-linear" in refused.stderr
+    cli("prune", mlp.path, "--method", "weight", "--ratio", "0.5", "--include-linear", "--out", tmp_path / "p")
+    mask = engine.open_run(tmp_path / "p").mask()
+    assert sorted(mask) == ["classifier.fc1.weight", "classifier.fc2.weight", "classifier.fc3.weight"]

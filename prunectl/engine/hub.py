@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 LIBRARY = "prunectl"
 REQUIRED = (paths.CONFIG, paths.MODEL, paths.SPEC, paths.RESULT)
-OPTIONAL = (paths.METRICS, paths.MASK)
+OPTIONAL = (paths.METRICS, paths.MASK, paths.LINEAGE)
 
 
 def push(run: Run | str | Path, repo: str, *, revision: str | None = None, private: bool = False,
@@ -110,20 +110,20 @@ def pull_ref(ref: HubRef, *, out: str | Path | None = None, source: Mapping[str,
     """Pull a resolved repo reference; other front doors (a zoo entry) call this with their own `source` notes."""
     snap = hub.download(ref, [*REQUIRED, *OPTIONAL], marker=paths.CONFIG)
     target = Path(out).expanduser() if out is not None else paths.runs_root() / f"pull-{_digest(snap)}"
-    found = _reuse(target, snap)
+    found = reuse_pulled(target, snap)
     if found is not None:
         return found
     arch = _check_snapshot(snap, ref)
     record = {"repo_id": snap.repo_id, "revision": ref.revision or "main", "commit": snap.commit,
               "endpoint": hub.endpoint(), "prunectl": __version__, **dict(source or {})}
-    return _materialise(snap, target, arch, record)
+    return materialise(snap, target, arch, record)
 
 
 def _digest(snap: Snapshot) -> str:
     return hashlib.sha256(f"{snap.repo_id}@{snap.commit}".encode()).hexdigest()[:12]
 
 
-def _reuse(target: Path, snap: Snapshot) -> Run | None:
+def reuse_pulled(target: Path, snap: Snapshot) -> Run | None:
     """The run already pulled from the same commit at `target`; None if `target` is free; else OutputError."""
     if not target.exists():
         return None
@@ -182,7 +182,7 @@ def _tensors(path: Path, label: str) -> dict[str, Any]:
         raise ArtifactError(str(err).replace(str(path), f"{label}/{path.name}")) from None
 
 
-def _materialise(snap: Snapshot, target: Path, arch: Arch, source: Mapping[str, Any]) -> Run:
+def materialise(snap: Snapshot, target: Path, arch: Arch, source: Mapping[str, Any]) -> Run:
     """Copy the snapshot into a temporary directory beside `target`, then rename it into place in one step."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +199,7 @@ def _materialise(snap: Snapshot, target: Path, arch: Arch, source: Mapping[str, 
             target.rmdir()
         os.rename(tmp, target)
     except OSError as err:
-        found = _reuse(target, snap) if target.exists() else None  # another pull of the same commit won the race
+        found = reuse_pulled(target, snap) if target.exists() else None  # another pull of the same commit won the race
         if found is not None:
             return found
         raise OutputError(f"cannot write {target}: {err.strerror or err}") from None

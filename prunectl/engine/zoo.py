@@ -20,7 +20,7 @@ from prunectl.core.io import read_json, write_json
 from prunectl.core.store import Run, load_weights, open_run
 from prunectl.data import dataset_shape
 from prunectl.engine.derive import method_of
-from prunectl.engine.hub import _materialise, _reuse, pull_ref
+from prunectl.engine.hub import materialise, pull_ref, reuse_pulled
 from prunectl.errors import ArtifactError, BadValueError, OutputError, UnknownNameError
 from prunectl.models import Arch, build_model
 
@@ -209,16 +209,13 @@ def pull_entry(name: str, out: str | Path | None = None, *, root: str | Path | N
     folder = entry.weights_path
     snap = Snapshot(folder, f"{ZOO_PREFIX}{entry.name}", PACKAGED, _digest(entry, folder))
     target = Path(out).expanduser() if out is not None else paths.runs_root() / f"zoo-{entry.name}-{snap.commit[:12]}"
-    found = _reuse(target, snap)
+    found = reuse_pulled(target, snap)
     if found is not None:
         return found
     load_weights(build_model(entry.arch), Run(folder).weights(), source=folder / paths.MODEL)
     source = {"repo_id": snap.repo_id, "revision": PACKAGED, "commit": snap.commit, "zoo": entry.name,
               "prunectl": __version__}
-    run = _materialise(snap, target, entry.arch, source)
-    if (folder / paths.LINEAGE).is_file() and not run.has(paths.LINEAGE):  # _materialise copies run files only
-        write_json(run.file(paths.LINEAGE), read_json(folder / paths.LINEAGE))
-    return run
+    return materialise(snap, target, entry.arch, source)
 
 
 def _digest(entry: ZooEntry, folder: Path) -> str:

@@ -75,6 +75,9 @@ class WeightMagnitude(Method):
     def prune(self, model: ArchModel, settings: WeightSettings, context: PruneContext) -> PruneOutcome:
         pruned = copy.deepcopy(model)
         weights = prunable_weights(pruned, settings.include_linear)
+        if not weights:
+            raise BadValueError(f"{model.to_arch().name or model.to_arch().family} has no conv layers to prune; "
+                                "add --include-linear to prune its linear layers")
         mask = global_magnitude_mask(weights, settings.ratio, context.mask)
         with torch.no_grad():
             for name, m in mask.items():
