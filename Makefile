@@ -15,7 +15,8 @@ demo: $(BIN)/.installed
 	$(BIN)/prunectl compare
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check prunectl tests benchmarks
+	$(BIN)/ruff check prunectl tests benchmarks scripts
+	$(BIN)/mypy prunectl
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -185,8 +185,9 @@ class Trainer:
         if self.masks:
             params = dict(self.model.named_parameters())
             for name, mask in self.masks.items():
-                if params[name].grad is not None:
-                    params[name].grad.mul_(mask)
+                grad = params[name].grad
+                if grad is not None:
+                    grad.mul_(mask)
 
     def _report(self, event: Progress) -> None:
         if self.hooks.progress is not None:

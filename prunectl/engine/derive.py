@@ -93,7 +93,7 @@ def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int |
         raise BadValueError(f"budget must be E or B, got '{budget}'")
     ref = reference_spec(reference)
     run = source if isinstance(source, Run) else None
-    arch = run.arch() if run is not None else source
+    arch: Arch = source.arch() if isinstance(source, Run) else source
     if (arch.num_classes, tuple(arch.input_size)) != (ref.arch.num_classes, tuple(ref.arch.input_size)):
         raise BadValueError("the architecture and the reference baseline are for different data "
                             f"({arch.num_classes} vs {ref.arch.num_classes} classes)")

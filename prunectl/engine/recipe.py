@@ -127,9 +127,7 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
         base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))
         out.baselines.append(base)
         if lottery_settings is not None:
-            runs = lottery(base, lottery_settings, data_dir=data_dir, device=device,
-                           progress=lambda label, seed=seed: progress(f"seed {seed} {label}") if progress else None,
-                           note=note)
+            runs = lottery(base, lottery_settings, data_dir=data_dir, device=device, progress=bar, note=note)
             out.pruned.extend(r.pruned for r in runs.rounds)
             out.arms.extend(runs.arm_runs())
             continue
