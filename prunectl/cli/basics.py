@@ -84,7 +84,7 @@ def render_result(console: Console, result: dict, path: str) -> None:
 
 @handle_errors
 def info(
-    target: Annotated[str, typer.Argument(help="Model name, architecture JSON file, or run directory.")],
+    target: Annotated[str, typer.Argument(help="Model name, architecture JSON file, run directory, or zoo:NAME.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Size the model for this dataset.")] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -112,7 +112,7 @@ def finetune(
 
 @handle_errors
 def scratch(
-    source: Annotated[str, typer.Argument(help="A pruned run directory or an architecture JSON file.")],
+    source: Annotated[str, typer.Argument(help="A pruned run directory, an architecture JSON file, or zoo:NAME.")],
     reference: Annotated[Path, typer.Option("--reference", "-r", help="The baseline run (its epochs, optimiser, "
                                                                       "FLOPs).")],
     budget: Annotated[str, typer.Option("--budget", "-b", help="E: same epochs; B: same FLOPs budget.")] = "B",
