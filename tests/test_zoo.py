@@ -294,3 +294,18 @@ def test_trained_entries_pull_offline_and_reproduce_their_measured_accuracy(name
     accuracy = evaluate(model, load_dataset("mnist5k"), 500, torch.device("cpu"))["test_acc"]
     assert accuracy == pytest.approx(entry.measured["final_acc"], abs=0.2)  # one digit may flip with the layout
     assert count(model, model.input_size).flops == entry.flops
+
+
+def test_every_command_that_takes_a_run_takes_a_trained_zoo_entry(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base, pruned = "zoo:quick-smallcnn-baseline", "zoo:quick-smallcnn-l1-50"
+    arch = json.loads(ok("extract-arch", pruned))
+    assert arch["config"]["cfg"] == zoo.get_entry("quick-smallcnn-l1-50").arch.config["cfg"]
+    tuned = json.loads(ok("finetune", pruned, "--epochs", "1", "--json"))
+    assert tuned["arm"] == "fine-tuned" and tuned["parent"] == zoo.pull_entry("quick-smallcnn-l1-50").id
+    scratch = json.loads(ok("scratch", pruned, "--reference", base, "--budget", "E", "--json"))
+    assert scratch["epochs"] == 8  # the baseline's epochs, read from the zoo baseline's spec
+    masked = json.loads(ok("prune", base, "--method", "l1-mask", "--ratio", "0.5", "--json"))
+    assert masked["method"] == "l1-mask" and masked["flops"] < masked["flops_before"]
+    report = json.loads(ok("compare", "zoo:quick-smallcnn-fine-tuned", "zoo:quick-smallcnn-scratch-b", "--json"))
+    assert {g["arm"] for g in report["groups"]} == {"fine-tuned", "scratch-B"}

@@ -100,6 +100,6 @@ def lottery(
         else:
             settings = LotterySettings(rate=rate, rounds=rounds, target_sparsity=target_sparsity,
                                        structure=structure, include_linear=include_linear, rewind=rewind)
-            runs = run_lottery(engine.open_run(target), settings, data_dir=data_dir, device=device,
+            runs = run_lottery(engine.resolve_run(target), settings, data_dir=data_dir, device=device,
                                progress=board, note=output.note).arm_runs()
     _finish(output, report(runs, metric=metric, reference="random-init", gates=gate or ()), plot_file, markdown)

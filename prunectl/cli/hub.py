@@ -20,7 +20,7 @@ PullOutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run direct
 
 
 def push(
-    run: Annotated[Path, typer.Argument(help="Finished run directory to upload.")],
+    run: Annotated[str, typer.Argument(help="Finished run directory (or zoo:NAME with weights) to upload.")],
     repo: RepoArg,
     revision: Annotated[str | None, typer.Option(help="Branch to commit to (created from main if missing).")] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo as private (if it is new).")] = False,
@@ -31,7 +31,9 @@ def push(
     from prunectl.engine import hub
 
     output = Output(as_json)
-    info = hub.push(run, repo, revision=revision, private=private, commit_message=commit_message)
+    from prunectl.engine.info import resolve_run
+
+    info = hub.push(resolve_run(run), repo, revision=revision, private=private, commit_message=commit_message)
     output.emit(info, lambda c: _render_push(c, info))
 
 

@@ -17,7 +17,7 @@ from prunectl.core.flops import FLOPS_LABEL
 from prunectl.errors import BadValueError
 from prunectl.methods import list_methods
 
-RunArg = Annotated[Path, typer.Argument(help="A run directory.")]
+RunArg = Annotated[str, typer.Argument(help="A run directory, or zoo:NAME for a zoo entry with weights.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -50,7 +50,7 @@ def prune(
         settings["layer_ratios"] = dict(_pair(item) for item in layer_ratio)
     if include_linear:
         settings["include_linear"] = True
-    baseline = engine.open_run(run)
+    baseline = engine.resolve_run(run)
     spec = engine.prune_spec(baseline, method, settings)
     pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note)
     result = pruned.result()
@@ -84,7 +84,7 @@ def extract_arch(
     as_json: JsonOpt = False,
 ) -> None:
     """The pruned architecture as data (and the mask, for weight-level pruning)."""
-    written = engine.extract_arch(engine.open_run(run), output_file)
+    written = engine.extract_arch(engine.resolve_run(run), output_file)
     output = Output(as_json or output_file is None)
     output.emit(written if output_file is not None else written["arch"], lambda c: c.print(
         f"architecture: {written['arch_file']}" + (f"\nmask: {written['mask_file']}" if written["mask_file"] else "")))
@@ -102,7 +102,7 @@ def finetune(
 ) -> None:
     """Fine-tune a pruned run with its inherited weights (mask kept for weight-level)."""
     output = Output(as_json)
-    pruned = engine.open_run(run)
+    pruned = engine.resolve_run(run)
     spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr)
     with output.training_progress("finetune") as progress:
         done = engine.train(spec, out=out, parent=pruned, data_dir=data_dir, device=device, progress=progress)
@@ -113,8 +113,8 @@ def finetune(
 @handle_errors
 def scratch(
     source: Annotated[str, typer.Argument(help="A pruned run directory, an architecture JSON file, or zoo:NAME.")],
-    reference: Annotated[Path, typer.Option("--reference", "-r", help="The baseline run (its epochs, optimiser, "
-                                                                      "FLOPs).")],
+    reference: Annotated[str, typer.Option("--reference", "-r", help="The baseline run or zoo:NAME (its epochs, "
+                                                                     "optimiser, FLOPs).")],
     budget: Annotated[str, typer.Option("--budget", "-b", help="E: same epochs; B: same FLOPs budget.")] = "B",
     seed: Annotated[int | None, typer.Option(help="Default: the reference's seed.")] = None,
     add_finetune_epochs: Annotated[bool, typer.Option(help="Count the fine-tune epochs into the budget.")] = False,
@@ -126,7 +126,7 @@ def scratch(
     """Train a pruned architecture from a random initialisation: scratch-E or scratch-B."""
     output = Output(as_json)
     src, parent = engine.resolve_source(source)
-    spec = engine.scratch_spec(parent or src, engine.open_run(reference), budget=budget, seed=seed,
+    spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
                                add_finetune_epochs=add_finetune_epochs)
     b = spec.budget
     output.note(f"scratch-{b['budget']}: {b['rule']} epochs (FLOPs {b['flops_reference']:,} / {b['flops_pruned']:,}"

@@ -14,6 +14,7 @@ from typing import Any
 from prunectl import paths
 from prunectl.core.stats import Difference, summarize, welch
 from prunectl.core.store import Run, open_run
+from prunectl.engine.info import resolve_run
 from prunectl.errors import ArtifactError, BadValueError
 
 SCHEMA = 1
@@ -179,12 +180,13 @@ class CompareReport:
 
 
 def find_runs(locations: Iterable[str | Path]) -> list[Run]:
-    """Run directories named directly, or every run found (recursively) under a directory that is not one."""
+    """Run directories (or zoo:NAME) named directly, or every run found (recursively) under a directory that is
+    not one."""
     found: list[Run] = []
     for location in locations:
         path = Path(location).expanduser()
         if (path / paths.SPEC).is_file() or not path.is_dir():
-            found.append(open_run(path))
+            found.append(resolve_run(str(location)))
             continue
         inside = [Run(spec.parent) for spec in sorted(path.rglob(paths.SPEC))]
         if not inside:

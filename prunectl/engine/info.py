@@ -54,6 +54,14 @@ def resolve_source(target: str) -> tuple[Arch, Run | None]:
     return arch, None
 
 
+def resolve_run(target: str | Path) -> Run:
+    """A run directory, or `zoo:NAME` for a zoo entry with weights (pulled into the run store, offline for
+    packaged weights) — what every command that takes a run accepts."""
+    if isinstance(target, str) and zoo.is_zoo_ref(target):
+        return zoo.pull_entry(zoo.entry_name(target))
+    return open_run(target)
+
+
 def info(target: str, dataset: str | None = None) -> dict[str, Any]:
     """Params, FLOPs (multiply-adds, conv + linear) and per-layer rows; sparse-aware for masked runs."""
     arch, run_path = resolve_arch(target, dataset)
