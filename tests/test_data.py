@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
-import struct
 import sys
-from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np
@@ -15,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from datafiles import tiny, write_cifar10, write_cifar100, write_folder, write_idx, write_svhn
 from PIL import Image
 
 from prunectl.data import (
@@ -61,81 +59,6 @@ def _crop_of(out: torch.Tensor, image: torch.Tensor, pad: int, flips: bool) -> t
                 if torch.equal(source[:, dy:dy + h, dx:dx + w], out):
                     return dy, dx, mirrored
     return None
-
-
-def _tiny(n: int, c: int, h: int, w: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, c, h, w), dtype=np.uint8), np.arange(n) % classes
-
-
-def _dump(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
-
-
-def _write_cifar10(root: Path, per_batch: int = 4, n_test: int = 6) -> dict[str, np.ndarray]:
-    """The real layout: rows of 3072 bytes (1024 R, 1024 G, 1024 B, row-major) and a 'labels' list."""
-    folder = root / "cifar-10-batches-py"
-    images, labels = [], []
-    for i in range(1, 6):
-        x, y = _tiny(per_batch, 3, 32, 32, 10, seed=i)
-        _dump(folder / f"data_batch_{i}", {"batch_label": f"training batch {i} of 5", "labels": y.tolist(),
-                                           "data": x.reshape(per_batch, 3072), "filenames": ["a.png"] * per_batch})
-        images.append(x)
-        labels.append(y)
-    tx, ty = _tiny(n_test, 3, 32, 32, 10, seed=9)
-    _dump(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": ty.tolist(),
-                                  "data": tx.reshape(n_test, 3072), "filenames": ["b.png"] * n_test})
-    _dump(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)], "num_vis": 3072})
-    return {"x": np.concatenate(images), "y": np.concatenate(labels)}
-
-
-def _write_cifar100(root: Path) -> None:
-    folder = root / "cifar-100-python"
-    for name, n, seed in (("train", 12, 1), ("test", 5, 2)):
-        x, y = _tiny(n, 3, 32, 32, 100, seed)
-        y = (y * 7) % 100
-        _dump(folder / name, {"filenames": ["a.png"] * n, "batch_label": name, "fine_labels": y.tolist(),
-                              "coarse_labels": (y // 5).tolist(), "data": x.reshape(n, 3072)})
-    _dump(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)],
-                            "coarse_label_names": [f"c{i}" for i in range(20)]})
-
-
-def _write_idx(raw: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """MNIST's idx format: big-endian magic (0x0803 images, 0x0801 labels), the dimensions, then raw bytes."""
-    raw.mkdir(parents=True, exist_ok=True)
-    n, h, w = images.shape
-    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 0x0803, n, h, w) + images.tobytes())
-    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x0801, n) + labels.astype(np.uint8).tobytes())
-
-
-def _write_svhn(root: Path) -> dict[str, np.ndarray]:
-    from scipy.io import savemat
-
-    root.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for split, n in (("train", 12), ("test", 3)):
-        x = np.random.default_rng(n).integers(0, 256, (32, 32, 3, n), dtype=np.uint8)  # SVHN stores HWCN
-        y = (np.arange(n) % 10 + 1).reshape(n, 1).astype(np.uint8)  # labels 1..10, 10 means the digit 0
-        savemat(root / f"{split}_32x32.mat", {"X": x, "y": y})
-        out[split] = x
-    return out
-
-
-def _write_folder(root: Path, test_dir: str = "val", test_classes: tuple[str, ...] = ("cat", "dog")) -> None:
-    rng = np.random.default_rng(0)
-    for split, classes, count in (("train", ("cat", "dog"), 3), (test_dir, test_classes, 2)):
-        for label in classes:
-            (root / split / label).mkdir(parents=True)
-            for i in range(count):
-                size = (12 + 3 * i, 10 + 2 * i)
-                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-                image = Image.fromarray(pixels)
-                (image.convert("L") if i == 1 else image).save(root / split / label / f"{i}.png")
-
-
-# ---------- registry and front door ----------
 
 
 def test_list_datasets_names_the_registered_sets():
@@ -293,7 +216,7 @@ def test_bad_split_and_batch_size(mnist5k):
 
 
 def test_cifar10_from_pickled_batches(tmp_path):
-    written = _write_cifar10(tmp_path)
+    written = write_cifar10(tmp_path)
     ds = load_dataset("cifar10", data_dir=tmp_path)
     assert (ds.num_examples("train"), ds.num_examples("test"), ds.num_classes) == (20, 6, 10)
     images, labels = ds.tensors("train")
@@ -305,7 +228,7 @@ def test_cifar10_from_pickled_batches(tmp_path):
 
 
 def test_cifar100_uses_its_own_statistics_and_fine_labels(tmp_path, monkeypatch):
-    _write_cifar100(tmp_path / "data")
+    write_cifar100(tmp_path / "data")
     monkeypatch.setenv("PRUNECTL_DATA_DIR", str(tmp_path / "data"))
     ds = load_dataset("cifar100")
     assert ds.num_classes == 100 and ds.num_examples("train") == 12
@@ -318,8 +241,8 @@ def test_cifar100_uses_its_own_statistics_and_fine_labels(tmp_path, monkeypatch)
 def test_mnist_style_idx_files(tmp_path, name, folder, mean):
     rng = np.random.default_rng(0)
     train = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8)
-    _write_idx(tmp_path / folder / "raw", "train", train, np.arange(10) % 10)
-    _write_idx(tmp_path / folder / "raw", "t10k", train[:4], np.arange(4))
+    write_idx(tmp_path / folder / "raw", "train", train, np.arange(10) % 10)
+    write_idx(tmp_path / folder / "raw", "t10k", train[:4], np.arange(4))
     ds = load_dataset(name, data_dir=tmp_path)
     assert ds.input_size == (1, 28, 28) and ds.num_examples("test") == 4 and ds.mean == (mean,)
     assert torch.equal(ds.tensors("train")[0][:, 0], torch.from_numpy(train))
@@ -327,7 +250,7 @@ def test_mnist_style_idx_files(tmp_path, name, folder, mean):
 
 
 def test_svhn_from_mat_files(tmp_path):
-    written = _write_svhn(tmp_path)
+    written = write_svhn(tmp_path)
     ds = load_dataset("svhn", data_dir=tmp_path)
     images, labels = ds.tensors("train")
     assert images.shape == (12, 3, 32, 32) and labels.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2]
@@ -361,7 +284,7 @@ def test_failed_download_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_damaged_files_are_reported(tmp_path):
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(DataUnavailableError, match="could not read cifar10"):
         load_dataset("cifar10", data_dir=tmp_path)
@@ -389,8 +312,8 @@ def test_npz_without_test_arrays_gets_a_stratified_split(tmp_path):
 
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 def test_npz_channel_layouts_and_test_arrays(tmp_path, layout, monkeypatch):
-    x, y = _tiny(12, 3, 32, 32, 4, seed=1)
-    tx, ty = _tiny(5, 3, 32, 32, 4, seed=2)
+    x, y = tiny(12, 3, 32, 32, 4, seed=1)
+    tx, ty = tiny(5, 3, 32, 32, 4, seed=2)
     if layout == "nhwc":
         x, tx = x.transpose(0, 2, 3, 1), tx.transpose(0, 2, 3, 1)
     (tmp_path / "data").mkdir()
@@ -428,7 +351,7 @@ def test_npz_errors(tmp_path):
 
 
 def test_imagefolder_streams_with_the_imagenet_protocol(tmp_path):
-    _write_folder(tmp_path / "tree")
+    write_folder(tmp_path / "tree")
     ds = load_dataset(f"imagefolder:{tmp_path / 'tree'}?size=8&workers=0")
     assert ds.input_size == (3, 8, 8) and ds.num_classes == 2
     assert (ds.num_examples("train"), ds.num_examples("test")) == (6, 4)
@@ -447,7 +370,7 @@ def test_imagefolder_streams_with_the_imagenet_protocol(tmp_path):
 
 
 def test_imagefolder_batches_do_not_depend_on_workers(tmp_path):
-    _write_folder(tmp_path)
+    write_folder(tmp_path)
     state = torch.get_rng_state()
     in_process = _epoch(load_dataset(f"imagefolder:{tmp_path}?size=6&workers=0").batches(
         "train", 4, shuffle=True, augment=True, seed=7))
@@ -458,7 +381,7 @@ def test_imagefolder_batches_do_not_depend_on_workers(tmp_path):
 
 
 def test_imagefolder_test_dir_and_class_mapping(tmp_path):
-    _write_folder(tmp_path, test_dir="test", test_classes=("dog",))
+    write_folder(tmp_path, test_dir="test", test_classes=("dog",))
     ds = load_dataset(f"imagefolder:{tmp_path}?size=4&workers=0")
     assert [label for _, label in ds.samples("test")] == [1, 1]
     assert ds.describe()["test_folder"] == "test"

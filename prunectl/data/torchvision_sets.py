@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
+import pickle  # only for UnpicklingError: torchvision's CIFAR reader raises it on damaged files
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
