@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-# Tiny models: a second intra-op thread buys nothing and stalls badly when the other core is busy.
+# One intra-op thread for the whole suite: the models are tiny, and on two shared cores OpenMP barriers stall
+# badly whenever another process competes (a small CIFAR forward: 6 s with two threads, 0.1 s with one).
 torch.set_num_threads(1)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,14 +18,6 @@ from prunectl.models.layers import ChannelSelection
 VGG16_A = [32, 64, "M", 128, 128, "M", 256, 256, 256, "M", 256, 256, 256, "M", 256, 256, 256]
 BIG = ("imagenet_vgg",)  # families whose default build is too slow to do twice per test (100M+ weights)
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small CPU convolutions run faster single-threaded, and much faster when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -30,16 +30,6 @@ TRAINED = ["quick-smallcnn-baseline", "quick-smallcnn-l1-50", "quick-smallcnn-fi
 PACKAGE_ZOO = Path(zoo.__file__).resolve().parent.parent / "zoo"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on two shared cores, OpenMP barriers stall badly whenever another process competes
-    (a small CIFAR forward measured 6 s with two threads against 0.1 s with one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cli(*args: object):
     return CliRunner().invoke(app, [str(a) for a in args])
 
