@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +59,22 @@ def global_magnitude_mask(weights: Mapping[str, torch.Tensor], ratio: float,
     return masks
 
 
+def masked_copy(model: ArchModel, include_linear: bool, missing: str,
+                make_mask: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                ) -> tuple[ArchModel, dict[str, torch.Tensor], int, int]:
+    """A copy of `model` whose prunable weights are multiplied by `make_mask(weights)`; returns the copy, the
+    mask, and how many prunable weights there are and stay. `missing` ends the error for a model without any."""
+    pruned = copy.deepcopy(model)
+    weights = prunable_weights(pruned, include_linear)
+    if not weights:
+        raise BadValueError(f"{model.to_arch().name or model.to_arch().family} has no conv layers {missing}")
+    mask = make_mask(weights)
+    with torch.no_grad():
+        for name, m in mask.items():
+            weights[name].mul_(m)
+    return pruned, mask, sum(m.numel() for m in mask.values()), sum(int(m.sum()) for m in mask.values())
+
+
 @register_method
 class WeightMagnitude(Method):
     """Unstructured pruning: zero the smallest-magnitude weights under one global threshold.
@@ -73,17 +89,9 @@ class WeightMagnitude(Method):
     summary = "weight-level magnitude pruning (Han et al. 2015), global threshold"
 
     def prune(self, model: ArchModel, settings: WeightSettings, context: PruneContext) -> PruneOutcome:
-        pruned = copy.deepcopy(model)
-        weights = prunable_weights(pruned, settings.include_linear)
-        if not weights:
-            raise BadValueError(f"{model.to_arch().name or model.to_arch().family} has no conv layers to prune; "
-                                "add --include-linear to prune its linear layers")
-        mask = global_magnitude_mask(weights, settings.ratio, context.mask)
-        with torch.no_grad():
-            for name, m in mask.items():
-                weights[name].mul_(m)
-        total = sum(m.numel() for m in mask.values())
-        kept = sum(int(m.sum()) for m in mask.values())
+        pruned, mask, total, kept = masked_copy(
+            model, settings.include_linear, "to prune; add --include-linear to prune its linear layers",
+            lambda weights: global_magnitude_mask(weights, settings.ratio, context.mask))
         report = {"prunable_weights": total, "kept_weights": kept, "sparsity": 1 - kept / total,
                   "layers": {n: round(float(m.mean()), 6) for n, m in mask.items()}}
         return PruneOutcome(pruned, mask, report)
@@ -127,17 +135,9 @@ class FilterMask(Method):
     summary = "L1-norm filter masks on the full-size network (structured lottery tickets)"
 
     def prune(self, model: ArchModel, settings: FilterMaskSettings, context: PruneContext) -> PruneOutcome:
-        pruned = copy.deepcopy(model)
-        weights = prunable_weights(pruned, include_linear=False)
-        if not weights:
-            raise BadValueError(f"{model.to_arch().name or model.to_arch().family} has no conv layers to mask "
-                                "filters in; use unstructured (weight) pruning")
         prior = context.mask or {}
-        mask = {n: filter_l1_mask(w, settings.ratio, prior.get(n)) for n, w in weights.items()}
-        with torch.no_grad():
-            for name, m in mask.items():
-                weights[name].mul_(m)
+        pruned, mask, total, kept = masked_copy(
+            model, False, "to mask filters in; use unstructured (weight) pruning",
+            lambda weights: {n: filter_l1_mask(w, settings.ratio, prior.get(n)) for n, w in weights.items()})
         filters = {n: int(m.flatten(1).any(1).sum()) for n, m in mask.items()}
-        total = sum(m.numel() for m in mask.values())
-        kept = sum(int(m.sum()) for m in mask.values())
         return PruneOutcome(pruned, mask, {"filters_kept": filters, "sparsity": 1 - kept / total})
