@@ -23,10 +23,10 @@ from prunectl import engine, paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec
 from prunectl.core.io import save_tensors, write_json
-from prunectl.core.store import prepare_run
 from prunectl.engine.zoo import get_entry
 from prunectl.methods import PruneContext, get_method
 from prunectl.models import ArchModel, build_model, create_model
+from prunectl.runs.store import prepare_run
 
 CIFAR = (3, 32, 32)
 

@@ -25,9 +25,9 @@ from torchvision import transforms
 
 from prunectl import paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
-from prunectl.core.trainer import Trainer
 from prunectl.data import load_dataset
 from prunectl.models import create_model
+from prunectl.training.trainer import Trainer
 
 
 class SeedStyleMNIST(torch.utils.data.Dataset):

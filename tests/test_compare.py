@@ -13,7 +13,6 @@ from scipy import stats as sps
 
 from prunectl.cli.compare_render import render_table, to_markdown
 from prunectl.core.stats import NEEDS_SEEDS, ZERO_VARIANCE, summarize, welch
-from prunectl.core.store import Run
 from prunectl.engine.compare import (
     Gate,
     arm_name,
@@ -24,6 +23,7 @@ from prunectl.engine.compare import (
 )
 from prunectl.engine.plot import plot
 from prunectl.errors import ArtifactError, BadValueError, OutputError
+from prunectl.runs.store import Run
 
 # Chosen so the Welch numbers are checkable by hand: var(FT) = 0.4/4 = 0.1, var(SB) = 0.08/2 = 0.04,
 # se² = 0.1/5 + 0.04/3 = 1/30, Welch–Satterthwaite df = (1/30)² / (0.02²/4 + (1/75)²/2) = 100/17.

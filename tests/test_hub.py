@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from prunectl import engine, paths
 from prunectl.cli.app import app
 from prunectl.core.hub import parse_ref
-from prunectl.core.store import Run
 from prunectl.engine import hub as hub_engine
 from prunectl.errors import BadValueError
+from prunectl.runs.store import Run
 
 RUN_FILES = {"config.json", "model.safetensors", "spec.json", "result.json", "metrics.jsonl", "README.md"}
 

@@ -75,7 +75,7 @@ def test_random_init_is_fresh_and_scaled_for_density(mlp_baseline, mlp_rounds):
     mask = r.pruned.mask()
     name = "classifier.fc1.weight"
     scale = (mask[name].numel() / mask[name].sum()).sqrt()
-    from prunectl.core.trainer import Trainer  # noqa: F401  (the trainer applies the mask at its start)
+    from prunectl.training.trainer import Trainer  # noqa: F401  (the trainer applies the mask at its start)
 
     expected = fresh[name] * scale * mask[name]
     ticket_init = r.ticket.weights(paths.INIT)[name]

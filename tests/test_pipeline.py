@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 from prunectl import engine
 from prunectl.cli.app import app
 from prunectl.core.hparams import ScheduleSpec, TrainSpec
-from prunectl.core.store import prepare_run
 from prunectl.engine.lottery import LotterySettings
 from prunectl.engine.recipe import builtin_recipes, load_recipe
 from prunectl.methods import get_method, list_methods
 from prunectl.models import default_arch, list_models
+from prunectl.runs.store import prepare_run
 
 runner = CliRunner()
 VGG16_A = [32, 64, "M", 128, 128, "M", 256, 256, 256, "M", 256, 256, 256, "M", 256, 256, 256]

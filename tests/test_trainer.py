@@ -10,9 +10,9 @@ import torch
 from prunectl import engine, paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.io import load_tensors
-from prunectl.core.trainer import Hooks, Trainer
 from prunectl.data import load_dataset
 from prunectl.models import create_model
+from prunectl.training.trainer import Hooks, Trainer
 
 
 class Killed(Exception):

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from prunectl import engine, paths
 from prunectl.cli.app import app
 from prunectl.core.flops import count
-from prunectl.core.store import Run, prepare_run
 from prunectl.engine import zoo
 from prunectl.errors import BadValueError, OutputError, UnknownNameError
 from prunectl.models import build_model
+from prunectl.runs.store import Run, prepare_run
 
 CIFAR = ["vgg16-cifar10", "vgg16-a-cifar10", "resnet56-cifar10", "resnet56-a-cifar10", "resnet56-b-cifar10",
          "resnet110-cifar10", "resnet110-a-cifar10", "resnet110-b-cifar10"]
@@ -273,8 +273,8 @@ def test_a_hub_backed_entry_pulls_through_the_hub(hub, runs, tmp_path):  # noqa:
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_trained_entries_pull_offline_and_reproduce_their_measured_accuracy(name, monkeypatch):
-    from prunectl.core.trainer import evaluate
     from prunectl.data import load_dataset
+    from prunectl.training.trainer import evaluate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     entry = zoo.get_entry(name)

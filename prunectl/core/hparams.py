@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prunectl.core.arch import Arch
 from prunectl.core.spec import Spec, check, helptext, register_spec
-from prunectl.models.base import Arch
 
 INIT_KINDS = ("random", "inherit", "rewind")
 REWIND_POINTS = ("init",)  # or "epoch:K"

@@ -13,9 +13,9 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.stats import Difference, summarize, welch
-from prunectl.core.store import Run, open_run
 from prunectl.engine.info import resolve_run
 from prunectl.errors import ArtifactError, BadValueError
+from prunectl.runs.store import Run, open_run
 
 SCHEMA = 1
 ARMS = ("baseline", "fine-tuned", "scratch-E", "scratch-B", "winning-ticket", "random-init")

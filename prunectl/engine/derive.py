@@ -7,10 +7,10 @@ from typing import Any, Literal
 from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import ScheduleSpec, TrainSpec
-from prunectl.core.store import Run
 from prunectl.engine.protocols import IMAGENET, protocol_for
 from prunectl.errors import BadValueError
 from prunectl.models import Arch, build_model
+from prunectl.runs.store import Run
 
 # ImageNet methods whose scratch-B was capped by the paper: 2× the epochs once the FLOPs ratio reaches 2.
 CAPPED_METHODS = ("l1-norm", "thinet", "regression")

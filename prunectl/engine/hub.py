@@ -16,9 +16,9 @@ from prunectl.core import hub
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.hub import HubRef, Snapshot
 from prunectl.core.io import load_tensors, read_json, write_json
-from prunectl.core.store import Run, load_weights, open_run
 from prunectl.errors import ArtifactError, BadValueError, HubError, OutputError, PrunectlError
 from prunectl.models import Arch, build_model
+from prunectl.runs.store import Run, load_weights, open_run
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCardData

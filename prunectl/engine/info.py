@@ -7,11 +7,11 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.flops import FLOPS_LABEL, count
-from prunectl.core.store import Run, open_run
 from prunectl.data import dataset_shape
 from prunectl.engine import zoo
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import MODELS, Arch, build_model, default_arch
+from prunectl.runs.store import Run, open_run
 
 
 def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | None]:

@@ -11,13 +11,13 @@ from typing import Any
 from prunectl import paths
 from prunectl.core.hparams import ScheduleSpec, TrainSpec
 from prunectl.core.spec import Spec, check, helptext
-from prunectl.core.store import Run
-from prunectl.core.trainer import Progress
 from prunectl.engine.derive import reference_spec
 from prunectl.engine.protocols import protocol_for
 from prunectl.engine.prune import prune, prune_spec
 from prunectl.engine.train import train
 from prunectl.errors import ArtifactError, BadValueError
+from prunectl.runs.store import Run
+from prunectl.training.trainer import Progress
 
 STRUCTURES = {"weight": "weight", "filter": "l1-mask"}
 

@@ -13,11 +13,11 @@ from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec
 from prunectl.core.io import save_tensors, write_json
 from prunectl.core.spec import Spec, register_spec
-from prunectl.core.store import Run, prepare_run, write_lineage
-from prunectl.core.trainer import evaluate, resolve_device
 from prunectl.data import load_dataset
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods import PruneContext, get_method
+from prunectl.runs.store import Run, prepare_run, write_lineage
+from prunectl.training.trainer import evaluate, resolve_device
 
 
 @register_spec

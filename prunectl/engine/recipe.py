@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from prunectl.core.spec import Spec, check
-from prunectl.core.store import Run
-from prunectl.core.trainer import Progress
 from prunectl.engine.derive import finetune_spec, scratch_spec
 from prunectl.engine.lottery import LotterySettings, lottery
 from prunectl.engine.prune import prune, prune_spec
 from prunectl.engine.train import baseline_spec, train
 from prunectl.errors import ArtifactError, UnknownNameError
+from prunectl.runs.store import Run
+from prunectl.training.trainer import Progress
 
 ARMS = ("fine-tuned", "scratch-E", "scratch-B")
 LOTTERY_ARMS = ("winning-ticket", "random-init")

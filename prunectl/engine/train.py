@@ -12,12 +12,12 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.core.io import save_tensors, write_json
-from prunectl.core.store import Run, load_weights, prepare_run, write_lineage
-from prunectl.core.trainer import Hooks, Progress, Trainer
 from prunectl.data import Dataset, dataset_shape, load_dataset
 from prunectl.engine.protocols import protocol_for
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import ArchModel, build_model, default_arch
+from prunectl.runs.store import Run, load_weights, prepare_run, write_lineage
+from prunectl.training.trainer import Hooks, Progress, Trainer
 
 
 def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,

@@ -17,12 +17,12 @@ from prunectl.core import hub
 from prunectl.core.flops import FLOPS_LABEL, count
 from prunectl.core.hub import HF_PREFIX, Snapshot
 from prunectl.core.io import read_json, write_json
-from prunectl.core.store import Run, load_weights, open_run
 from prunectl.data import dataset_shape
 from prunectl.engine.derive import method_of
 from prunectl.engine.hub import materialise, pull_ref, reuse_pulled
 from prunectl.errors import ArtifactError, BadValueError, OutputError, UnknownNameError
 from prunectl.models import Arch, build_model
+from prunectl.runs.store import Run, load_weights, open_run
 
 ZOO_PREFIX = "zoo:"
 ZOO_ENV = "PRUNECTL_ZOO_DIR"  # overrides the packaged zoo (tests, maintainers preparing a release)
