@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from prunectl.errors import BadValueError
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create (default: the run store, "
@@ -16,3 +19,29 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where datas
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download a torchvision dataset if it is missing.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order and augmentation.")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name, imagefolder:PATH or npz:PATH.")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="A method setting (repeatable); VALUE is JSON (0.5, true, [1,2], \"A\"), "
+                                       "else taken as a string.")]
+
+
+def parse_assignments(items: list[str] | None, option: str = "--set") -> dict[str, Any]:
+    """`["ratio=0.5", "variant=A", "skip=[16,20]"]` → {"ratio": 0.5, "variant": "A", "skip": [16, 20]}.
+
+    A value is read as JSON when it parses, else kept as the string typed (so `variant=A` needs no quotes).
+
+    >>> parse_assignments(["ratio=0.5", "variant=A", "skip=[16, 20]"])
+    {'ratio': 0.5, 'variant': 'A', 'skip': [16, 20]}
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadValueError(f"{option} takes KEY=VALUE, got '{item}'")
+        if key in out:
+            raise BadValueError(f"{option} sets '{key}' twice")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out

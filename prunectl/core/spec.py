@@ -105,6 +105,65 @@ class Spec:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
+def settings_from(cls: type[S], values: Mapping[str, Any], owner: str) -> S:
+    """Build the settings dataclass `cls` from user-given `values` (a `--set` list, a recipe table), with one-line
+    errors: an unknown key names every valid key, and a value of the wrong type names the field.
+
+    `owner` says whose settings they are in messages ("method 'l1-norm'").
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise BadValueError(f"{owner} has no setting {', '.join(repr(k) for k in unknown)} "
+                            f"(its settings: {', '.join(fields) or 'none'})")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _fits(hints[key], value):
+            raise BadValueError(f"{owner}: setting '{key}' must be {_type_name(hints[key])}, got {value!r}")
+    try:
+        return cls(**{k: _decode(hints[k], v) for k, v in values.items()})
+    except TypeError as err:
+        raise BadValueError(f"{owner}: {err}") from None
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether a JSON value can stand for a field annotated `tp` (numbers: bools are not numbers)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return isinstance(value, list | tuple) and all(_fits(args[0], v) for v in value) if args else True
+    if origin in (dict, Mapping) or tp is dict:
+        return isinstance(value, Mapping)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (tuple, list):
+        return "a list"
+    if origin in (dict, Mapping):
+        return "a table {key: value}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
 def _is_default(f: dataclasses.Field[Any], value: Any) -> bool:
     if f.default is not dataclasses.MISSING:
         return bool(value == f.default)
