@@ -1,4 +1,4 @@
-"""Regenerate prunectl/zoo/entries/*.json: the papers' architectures (DESIGN.md §4) with counted params/FLOPs.
+"""Regenerate zoo/entries/*.json: the papers' architectures (DESIGN.md §4) with counted params/FLOPs.
 
 Run from the repository root: ``python scripts/make_zoo_entries.py [ZOO_ROOT]``. An entry that already exists
 keeps its `weights` and `measured` fields (those come from `export_run`), so regenerating never drops weights.
