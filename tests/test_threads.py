@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -98,27 +99,30 @@ def test_apply_threads_sets_torch_and_registers_this_process():
     torch.set_num_threads(2)
     assert threads.apply_threads("1") == (1, "--threads")
     assert torch.get_num_threads() == 1
-    own = threads.procs_dir() / f"{os.getpid()}.lock"
+    own = threads.procs_dir() / f"{socket.gethostname()}-{os.getpid()}.lock"
     assert own.is_file() and threads.count_other_processes() == 0  # itself never counts
 
 
 def test_the_default_shares_the_cores_among_running_prunectl_processes():
-    procs = threads.procs_dir()
+    procs, host = threads.procs_dir(), socket.gethostname()
     procs.mkdir(parents=True)
-    alive = os.open(procs / "999991.lock", os.O_RDWR | os.O_CREAT)
+    alive = os.open(procs / f"{host}-999991.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(alive, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process, as far as the count can tell
-    (procs / "999992.lock").touch()
-    os.utime(procs / "999992.lock", (1, 1))  # unlocked and old: its process has ended
-    (procs / "999993.lock").touch()  # unlocked but fresh: maybe being created; not counted, not removed
+    (procs / f"{host}-999992.lock").touch()
+    os.utime(procs / f"{host}-999992.lock", (1, 1))  # unlocked and old: its process has ended
+    (procs / f"{host}-999993.lock").touch()  # unlocked but fresh: maybe being created; not counted, not removed
+    elsewhere = os.open(procs / "other-node-999994.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(elsewhere, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a process on another host sharing the home
     try:
         assert threads.count_other_processes() == 1
-        assert not (procs / "999992.lock").exists() and (procs / "999993.lock").exists()
+        assert not (procs / f"{host}-999992.lock").exists() and (procs / f"{host}-999993.lock").exists()
         assert threads.default_threads(cores=4, torch_default=8) == 2
         assert threads.default_threads(cores=16, torch_default=8) == 4
         assert threads.resolve_threads(None, {}) == (max(1, min(threads.available_cores(),
                                                                 threads._initial_torch_threads()) // 2), "default")
     finally:
         os.close(alive)
+        os.close(elsewhere)
     assert threads.count_other_processes() == 0  # its lock gone with it
     assert threads.default_threads(cores=1, torch_default=4, others=3) == 1
 

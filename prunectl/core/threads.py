@@ -3,8 +3,9 @@
 OpenMP threads that outnumber the cores stall at every barrier (four prunectl processes on 2 cores, each with
 torch's default of one thread per core, ran the quick recipe 25× slower), so the default is the cores this process
 may run on (its CPU affinity), at most torch's own default, divided by the number of prunectl processes computing
-under the same home right now. Each computing command holds a lock file ``<home>/procs/<pid>.lock`` while it runs;
-the kernel drops the lock when the process dies, so a crashed run never counts. Processes started at the same
+on this machine under the same home right now. Each computing command holds a lock file
+``<home>/procs/<host>-<pid>.lock`` while it runs (the host name keeps a home shared by cluster nodes from counting
+other nodes' processes); the kernel drops the lock when the process dies, so a crashed run never counts. Processes started at the same
 moment may not see each other; to share a machine between N runs for sure, give each ``--threads cores/N``.
 
 torch is imported only when the count is applied, so `--help` stays fast.
@@ -12,8 +13,11 @@ torch is imported only when the count is applied, so `--help` stays fast.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import glob
 import os
+import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,7 +110,7 @@ def register_process() -> None:
         import fcntl
     except ImportError:  # not POSIX: no lock counting, the default is just the cores
         return
-    path = procs_dir() / f"{os.getpid()}.lock"
+    path = procs_dir() / f"{_host()}-{os.getpid()}.lock"
     if str(path) in _held:
         return
     try:
@@ -116,16 +120,18 @@ def register_process() -> None:
     except OSError:
         return  # a read-only or lock-less home: the default just ignores other processes
     _held[str(path)] = fd
+    atexit.register(_release, path, fd)
 
 
 def count_other_processes() -> int:
-    """prunectl processes other than this one that hold their lock under the home; stale files are removed."""
+    """prunectl processes on this host, other than this one, that hold their lock under the home; stale files of
+    ended processes are removed."""
     try:
         import fcntl
     except ImportError:
         return 0
     try:
-        candidates = sorted(procs_dir().glob("*.lock"))
+        candidates = sorted(procs_dir().glob(f"{glob.escape(_host())}-*.lock"))
     except OSError:
         return 0
     others = 0
@@ -146,6 +152,17 @@ def count_other_processes() -> int:
         finally:
             os.close(fd)
     return others
+
+
+def _release(path: Path, fd: int) -> None:
+    """Remove this process's lock file at exit (a killed process leaves it, unlocked: counts remove it later)."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+        os.close(fd)
+
+
+def _host() -> str:
+    return socket.gethostname().replace("/", "_") or "localhost"
 
 
 def _initial_torch_threads() -> int:
