@@ -10,9 +10,19 @@ from rich.console import Console
 from rich.table import Table
 
 from prunectl import engine
-from prunectl.cli.options import DataDirOpt, DatasetOpt, DeviceOpt, DownloadOpt, JsonOpt, OutOpt, SeedOpt
+from prunectl.cli.options import (
+    DataDirOpt,
+    DatasetOpt,
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    OutOpt,
+    SeedOpt,
+    ThreadsOpt,
+)
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
+from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
 
 
@@ -40,12 +50,14 @@ def train(
     snapshot_epochs: Annotated[list[int] | None, typer.Option("--snapshot-epochs", help="Keep the weights after "
                                                               "epoch K (late rewinding; repeatable).")] = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %)."""
+    apply_threads(threads)
     output = Output(as_json)
     spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
@@ -86,9 +98,11 @@ def render_result(console: Console, result: dict, path: str) -> None:
 def info(
     target: Annotated[str, typer.Argument(help="Model name, architecture JSON file, run directory, or zoo:NAME.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Size the model for this dataset.")] = None,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers) and a per-layer table."""
+    apply_threads(threads)
     report = engine.info(target, dataset)
     Output(as_json).emit(report, lambda c: _render_info(c, report))
 
