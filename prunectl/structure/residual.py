@@ -2,49 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from prunectl.structure.groups import ChannelGroup, Consumer
 
 
-@dataclass
-class _Stream:
-    writers: list[ChannelGroup] = field(default_factory=list)
-    readers: list[Consumer] = field(default_factory=list)
-
-
 class ResidualStreams:
     """Walk a residual net in forward order: `write` each conv (group) whose output is added into the current
     stream, `read` each layer that reads it, `start` a new stream where a projection (or a parameter-free
-    downsampling shortcut) begins one. `resolve` then gives each writer its stream's readers as consumers and
-    its tie: "residual" with the other writers of its stream (of every stream when `across` is True, as where
-    zero-padding shortcuts carry one stream's channels into the next)."""
+    downsampling shortcut) begins one. `resolve` then gives each writer, as consumers, the readers after it in
+    its stream, and its tie: "residual" with the other writers of its stream.
+
+    With `across` (zero-padding shortcuts, which carry every channel of one stream into the same index of the
+    next), a writer's channels reach every later reader of the net, and all writers are tied together.
+    """
 
     def __init__(self) -> None:
-        self.streams = [_Stream()]
+        self.stream = 0
+        self.readers: list[tuple[int, Consumer]] = []
+        self.writers: list[tuple[int, int, ChannelGroup]] = []  # (stream, first reader after it, group)
 
     def write(self, name: str, channels: int, producers: tuple[str, ...], norms: tuple[str, ...],
               meta: dict[str, Any] | None = None) -> str:
-        self.streams[-1].writers.append(ChannelGroup(name, channels, producers, norms, (), prunable=False,
-                                                     meta=meta or {}))
+        group = ChannelGroup(name, channels, producers, norms, (), prunable=False, meta=meta or {})
+        self.writers.append((self.stream, len(self.readers), group))
         return name
 
     def read(self, consumer: Consumer) -> None:
-        self.streams[-1].readers.append(consumer)
+        self.readers.append((self.stream, consumer))
 
     def start(self) -> None:
-        self.streams.append(_Stream())
+        self.stream += 1
 
     def resolve(self, across: bool = False) -> dict[str, ChannelGroup]:
-        everyone = [w.name for s in self.streams for w in s.writers]
         out = {}
-        for stream in self.streams:
-            mates = everyone if across else [w.name for w in stream.writers]
-            for w in stream.writers:
-                tied = tuple(n for n in mates if n != w.name)
-                out[w.name] = replace(w, consumers=tuple(stream.readers), tie="residual" if tied else None,
-                                      tied_with=tied)
+        for stream, first, group in self.writers:
+            readers = tuple(c for s, c in self.readers[first:] if across or s == stream)
+            tied = tuple(g.name for s, _, g in self.writers if g.name != group.name and (across or s == stream))
+            out[group.name] = replace(group, consumers=readers, tie="residual" if tied else None, tied_with=tied)
         return out
 
 
