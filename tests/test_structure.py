@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 from tinymodels import UNSTRUCTURED, randomised, structure_examples
+from torch import nn
 
 from prunectl.errors import BadValueError
 from prunectl.models import Arch, ArchModel, build_model, create_model, default_arch

@@ -126,7 +126,7 @@ class PreResNet(ArchModel):
         self.conv1 = nn.Conv2d(arch.input_size[0], 16, 3, padding=1, bias=False)
         in_ch, stages = 16, []
         for s, (planes, stride) in enumerate(zip(STAGE_PLANES, STAGE_STRIDES, strict=True)):
-            blocks = []
+            blocks: list[nn.Module] = []
             for b in range(n):
                 i = s * n + b
                 if i in removed:

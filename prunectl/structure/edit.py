@@ -116,7 +116,7 @@ def apply_edit(model: ArchModel, edit: StructureEdit, name: str | None = None) -
             removed_inputs.setdefault(consumer.module, set()).update(i for c in removed for i in consumer.inputs(c))
     for module, removed_set in removed_inputs.items():
         layer = work.get_submodule(module)
-        width = layer.weight.shape[1]
+        width = cast(torch.Tensor, layer.weight).shape[1]
         keep_inputs(layer, [i for i in range(width) if i not in removed_set])
     for block in checked.drops:
         provider.remove_block(work, block)
@@ -154,7 +154,7 @@ def masked_model(model: ArchModel, edit: StructureEdit) -> ArchModel:
                 _zero(ref.get_submodule(norm), [group.norm_index(c) for c in removed])
         for block in checked.drops:
             layer = ref.get_submodule(block.output)
-            _zero(layer, list(range(layer.weight.shape[0])))
+            _zero(layer, list(range(cast(torch.Tensor, layer.weight).shape[0])))
     return ref
 
 

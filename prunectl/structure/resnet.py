@@ -8,7 +8,7 @@ from torch import nn
 
 from prunectl.models import Arch
 from prunectl.models.cifar_resnet import CifarBasicBlock, CifarShortcutBlock, ShortcutA
-from prunectl.models.imagenet import ShortcutBlock
+from prunectl.models.imagenet import BasicBlock, Bottleneck, ShortcutBlock
 from prunectl.models.layers import ChannelSelection
 from prunectl.structure.groups import BlockGroup, ChannelGroup, Consumer
 from prunectl.structure.provider import StructureProvider, register_provider
@@ -144,7 +144,7 @@ class ImageNetResNetStructure(StructureProvider):
 
     def remove_block(self, model: Any, block: BlockGroup) -> None:
         stage = cast(nn.Sequential, model.get_submodule(f"layer{block.stage + 1}"))
-        old = stage[block.index]
+        old = cast(BasicBlock | Bottleneck, stage[block.index])
         select = old.select
         in_ch = select.num_channels if isinstance(select, ChannelSelection) else old.conv1.in_channels
         stage[block.index] = ShortcutBlock(in_ch, old.out_channels, old.downsample)
