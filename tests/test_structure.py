@@ -305,3 +305,11 @@ def test_require_names_the_capability_and_who_offers_it(model: str, capability: 
         require(create_model(model), capability, method="l1-norm")
     assert "\n" not in str(err.value)
     require(create_model("resnet20"), "removable-blocks", method="sss")  # offered: no error
+
+
+def test_a_model_of_an_offering_family_that_lacks_the_capability_is_told_how_to_get_it() -> None:
+    bare = apply_edit(create_model("resnet20"), StructureEdit({}, tuple(b.name for b in block_groups(
+        create_model("resnet20")))))
+    with pytest.raises(BadValueError, match="cifar_resnet model lacks \\(other cifar_resnet configurations offer "
+                                            "it, e.g. with residual branches left\\)"):
+        require(bare, "removable-blocks", method="sss")

@@ -17,7 +17,7 @@ from prunectl.structure.capabilities import (
     offers,
     require,
 )
-from prunectl.structure.edit import StructureEdit, apply_edit, full_keep, masked_model
+from prunectl.structure.edit import StructureEdit, apply_edit, masked_model
 from prunectl.structure.groups import BlockGroup, ChannelGroup, Consumer, KeepMap
 from prunectl.structure.provider import (
     PROVIDERS,
@@ -46,7 +46,6 @@ __all__ = [
     "channel_groups",
     "families_offering",
     "filter_l1_norms",
-    "full_keep",
     "has_provider",
     "masked_model",
     "model_capabilities",

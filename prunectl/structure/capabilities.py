@@ -21,6 +21,7 @@ class Capability:
     description: str
     present: Callable[[ArchModel], bool]
     structural: bool = True
+    example: str = ""  # how a member of an offering family gets it, for the error on one that lacks it
 
 
 def _conv_groups(model: ArchModel) -> bool:
@@ -46,8 +47,10 @@ def _has(kind: type[nn.Module]) -> Callable[[ArchModel], bool]:
 
 CAPABILITIES: dict[str, Capability] = {c.name: c for c in (
     Capability("channel-groups", "prunable groups of conv filters", _conv_groups),
-    Capability("bn-scaled-channel-groups", "every BatchNorm's channels prunable, scored by its scale", _bn_scaled),
-    Capability("removable-blocks", "residual branches that can be removed, leaving their shortcut", _blocks),
+    Capability("bn-scaled-channel-groups", "every BatchNorm's channels prunable, scored by its scale", _bn_scaled,
+               example="built with BatchNorm layers"),
+    Capability("removable-blocks", "residual branches that can be removed, leaving their shortcut", _blocks,
+               example="with residual branches left"),
     Capability("conv-weights", "conv layers", _has(nn.Conv2d), structural=False),
     Capability("linear-weights", "linear layers", _has(nn.Linear), structural=False),
 )}
@@ -93,7 +96,7 @@ densenet model lacks; families that offer it: cifar_resnet, cifar_vgg, imagenet_
     message = f"{method} needs {cap.name} ({cap.description}), which this {model.family} model lacks"
     families = families_offering(capability)
     if cap.structural and model.family in families:
-        message += f" (other {model.family} configurations offer it, e.g. with BatchNorm layers)"
+        message += f" (other {model.family} configurations offer it{', e.g. ' + cap.example if cap.example else ''})"
     elif cap.structural:
         message += f"; families that offer it: {', '.join(families) or 'none'}"
     raise BadValueError(message)

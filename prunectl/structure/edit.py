@@ -13,7 +13,7 @@ from torch import nn
 from prunectl.errors import BadValueError
 from prunectl.models import Arch, ArchModel, build_model
 from prunectl.models.layers import ChannelSelection
-from prunectl.structure.groups import BlockGroup, ChannelGroup, KeepMap
+from prunectl.structure.groups import BlockGroup, ChannelGroup
 from prunectl.structure.provider import provider_for
 from prunectl.structure.slicing import keep_inputs, keep_outputs, reselect, shared_copy
 
@@ -163,8 +163,3 @@ def _zero(layer: nn.Module, channels: list[int]) -> None:
         tensor = getattr(layer, name, None)
         if tensor is not None:
             tensor[channels] = 0
-
-
-def full_keep(model: ArchModel) -> KeepMap:
-    """Every prunable group with all its channels (an edit that changes nothing)."""
-    return {g.name: list(range(g.channels)) for g in provider_for(model).channel_groups(model) if g.prunable}
