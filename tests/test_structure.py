@@ -120,6 +120,13 @@ def test_block_removal_preserves_the_function(arch: Arch) -> None:
     kept_shortcut = [k for k in old if k.startswith(f"{firsts[0].shortcut}.")]
     assert all(torch.equal(state[k], old[k]) for k in kept_shortcut)  # the projection / its keys stay
     assert not any(k.startswith(f"{identities[-1].name}.") for k in state if "downsample" not in k)
+    seen: list[bool] = []
+    handle = pruned.get_submodule(identities[-1].name).register_forward_hook(
+        lambda _m, args, out: seen.append(torch.equal(args[0], out)))
+    with torch.no_grad():
+        pruned(torch.randn(2, *arch.input_size))
+    handle.remove()
+    assert seen == [True]  # a removed identity block is gone from the function: output = input
     # channels and blocks in one edit, then again on the result
     keep = {n: v for n, v in random_keep(model, seed=4).items()
             if not any(n in b.groups for b in blocks if b.name in drop)}
