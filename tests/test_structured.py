@@ -1,11 +1,10 @@
-"""Structured pruning: channel surgery preserves the function, and L1-norm / Network Slimming pick the paper's widths."""
+"""Structured pruning: L1-norm / Network Slimming pick the paper's widths (the edit itself: tests/test_structure.py)."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from tinymodels import randomised, structure_examples
 from torch import nn
 
 from prunectl.core.spec import Spec
@@ -13,156 +12,18 @@ from prunectl.errors import BadValueError
 from prunectl.methods import PruneContext, PruneOutcome, get_method, list_methods
 from prunectl.methods.l1norm import L1NormSettings
 from prunectl.methods.slimming import SlimmingSettings
-from prunectl.methods.surgery import ChannelGroup, channel_groups, remove_channels
 from prunectl.models import Arch, ArchModel, build_model, create_model
+from prunectl.structure import channel_groups
 
 VGG16_A = [32, 64, "M", 128, 128, "M", 256, 256, 256, "M", 256, 256, 256, "M", 256, 256, 256]
 SPARSE = PruneContext(trained_sparsity=1e-4)
-
+EXAMPLES = dict(structure_examples())
 
 
 def tiny(family: str) -> Arch:
-    """Small members of every family with surgery (ImageNet ones with odd blocks: in_select, a removed branch)."""
-    basic = [[{"mid": [4]}, {"mid": [4]}], [{"mid": [8]}], [{"mid": [8]}], [{"mid": [8]}]]
-    bottleneck = [[{"mid": [2, 2]}, {"mid": [3, 2], "in_select": [0, 2, 3, 5, 7]}], [{"mid": [4, 4]}, {"branch": False}],
-                  [{"mid": [4, 4]}], [{"mid": [4, 4]}]]
-    records = {
-        "vgg_linear": Arch("cifar_vgg", {"cfg": [8, "M", 12, 10], "head": "linear"}, 5, (3, 8, 8)),
-        "vgg_l1": Arch("cifar_vgg", {"cfg": [8, "M", 12, 10], "head": "l1"}, 5, (3, 8, 8)),
-        "lenet": Arch("lenet", {"conv_widths": [6, 8], "fc_widths": [12, 10]}, 5, (1, 16, 16)),
-        "cifar_resnet": Arch("cifar_resnet", {"depth": 14, "shortcut": "subsample"}, 5, (3, 8, 8)),
-        "preresnet": Arch("preresnet", {"depth": 20}, 5, (3, 8, 8)),
-        "densenet": Arch("densenet", {"depth": 10, "growth_rate": 4}, 5, (3, 8, 8)),
-        "imagenet_basic": Arch("imagenet_resnet", {"block": "basic", "stem_width": 8, "stage_widths": [4, 8, 8, 8],
-                                                   "blocks": basic}, 5, (3, 32, 32)),
-        "imagenet_bottleneck": Arch("imagenet_resnet", {"block": "bottleneck", "stem_width": 8,
-                                                        "stage_widths": [2, 4, 4, 4], "blocks": bottleneck}, 5,
-                                    (3, 32, 32)),
-        "imagenet_vgg_bn": Arch("imagenet_vgg", {"cfg": [8, "M", 8, "M", 6, "M", 6, "M", 8, "M"], "batch_norm": True,
-                                                 "head": "gap"}, 5, (3, 32, 32)),
-        "imagenet_vgg_fc": Arch("imagenet_vgg", {"cfg": [4, "M", 6, "M"], "batch_norm": False, "head": "fc4096"}, 5,
-                                (3, 8, 8)),
-    }
-    return records[family]
+    return EXAMPLES[{"preresnet": "preresnet-preresnet20", "densenet": "densenet-densenet10",
+                     "imagenet_vgg_bn": "imagenet_vgg-bn_gap"}[family]]
 
-
-def randomised(arch: Arch, seed: int = 0) -> ArchModel:
-    """A model in eval mode with random BN statistics, scales and shifts and random biases."""
-    torch.manual_seed(seed)
-    model = build_model(arch).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.0)
-                m.bias.normal_(0, 0.2)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 1 / m.in_features**0.5)
-                m.bias.normal_(0, 0.1)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.normal_(0, 0.1)
-    return model
-
-
-def random_keep(model: ArchModel, seed: int = 1) -> dict[str, list[int]]:
-    gen = torch.Generator().manual_seed(seed)
-    keep = {}
-    for g in channel_groups(model):
-        if g.prunable and g.channels > 1:
-            count = int(torch.randint(1, g.channels, (1,), generator=gen))
-            keep[g.name] = sorted(torch.randperm(g.channels, generator=gen)[:count].tolist())
-    return keep
-
-
-def zeroed(model: ArchModel, keep: dict[str, list[int]]) -> ArchModel:
-    """The dense model with each removed channel forced to output exactly zero after its BN (or conv, if no BN):
-    conv filter (and bias) zero, BN scale and shift zero; for a selection group, the BN channels it drops."""
-    ref = copy.deepcopy(model)
-    groups = {g.name: g for g in channel_groups(model)}
-    with torch.no_grad():
-        for name, kept in keep.items():
-            g: ChannelGroup = groups[name]
-            removed = [i for i in range(g.channels) if i not in kept]
-            if g.kind == "select":
-                removed = [g.meta["selected"][i] for i in removed]
-            else:
-                conv = ref.get_submodule(str(g.conv))
-                conv.weight[removed] = 0
-                if conv.bias is not None:
-                    conv.bias[removed] = 0
-            if g.bn is not None:
-                bn = ref.get_submodule(g.bn)
-                bn.weight[removed] = 0
-                bn.bias[removed] = 0
-    return ref
-
-
-def assert_preserves(model: ArchModel, keep: dict[str, list[int]]) -> ArchModel:
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    pruned = remove_channels(model, keep)
-    assert torch.equal(rng, torch.get_rng_state())
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    widths = {g.name: g.channels for g in channel_groups(pruned)}
-    assert all(widths[name] == len(kept) for name, kept in keep.items())
-    x = torch.randn(3, *model.input_size)
-    with torch.no_grad():
-        expected, got, dense = zeroed(model, keep)(x), pruned(x), model(x)
-    assert torch.allclose(got, expected, atol=1e-5)
-    assert (dense - expected).abs().max() > 1e-3  # the removed channels did matter
-    rebuilt = build_model(pruned.to_arch()).eval()
-    assert rebuilt.to_arch().same_structure(pruned.to_arch())
-    rebuilt.load_state_dict(pruned.state_dict())
-    with torch.no_grad():
-        assert torch.allclose(rebuilt(x), got, atol=1e-6)
-    return pruned
-
-
-# ---- surgery ----
-
-@pytest.mark.parametrize("family", ["vgg_linear", "vgg_l1", "lenet", "cifar_resnet", "preresnet", "densenet",
-                                    "imagenet_basic", "imagenet_bottleneck", "imagenet_vgg_bn", "imagenet_vgg_fc"])
-def test_surgery_preserves_the_function(family: str) -> None:
-    model = randomised(tiny(family))
-    keep = random_keep(model)
-    assert keep
-    assert_preserves(model, keep)
-
-
-@pytest.mark.parametrize("family", ["preresnet", "densenet"])
-def test_surgery_on_an_already_pruned_selection(family: str) -> None:
-    model = randomised(tiny(family))
-    once = assert_preserves(model, random_keep(model, seed=2))
-    assert any(g.meta["selected"] != list(range(len(g.meta["selected"])))
-               for g in channel_groups(once) if g.kind == "select")
-    assert_preserves(once, random_keep(once, seed=3))
-
-
-def test_tied_groups_are_listed_but_refused() -> None:
-    model = randomised(tiny("cifar_resnet"))
-    groups = {g.name: g for g in channel_groups(model)}
-    assert groups["layer1.0.conv1"].prunable and groups["layer1.0.conv1"].meta["conv_id"] == 2
-    assert not groups["layer1.0.conv2"].prunable and not groups["conv1"].prunable
-    with pytest.raises(BadValueError, match="cannot be pruned"):
-        remove_channels(model, {"layer1.0.conv2": [0, 1]})
-
-
-@pytest.mark.parametrize(("keep", "match"), [
-    ({"nope": [0]}, "no channel group 'nope'"),
-    ({"features.0": []}, "keep needs 1 to 8"),
-    ({"features.0": [0, 8]}, "keep needs"),
-    ({"features.0": [1, 1]}, "keep needs"),
-])
-def test_surgery_rejects_bad_keep_lists(keep: dict[str, list[int]], match: str) -> None:
-    with pytest.raises(BadValueError, match=match) as err:
-        remove_channels(randomised(tiny("vgg_linear")), keep)
-    assert "\n" not in str(err.value)
-
-
-def test_surgery_refuses_families_without_it() -> None:
-    with pytest.raises(BadValueError, match="channel pruning supports the families .*cifar_vgg.*not 'mlp'"):
-        channel_groups(create_model("lenet300100"))
 
 
 # ---- l1-norm ----
@@ -261,7 +122,8 @@ def test_l1_on_preresnet_prunes_inner_convs_only() -> None:
 @pytest.mark.parametrize(("settings", "model", "match"), [
     ({"variant": "A"}, "vgg19", "defined for vgg16 \\(A\\), resnet56 \\(A/B\\).*none of them"),
     ({"variant": "B"}, "vgg16", "vgg16 has variants A"),
-    ({"ratio": 0.5}, "densenet40", "l1-norm prunes conv filters of .*; not 'densenet'"),
+    ({"ratio": 0.5}, "densenet40", "l1-norm needs channel-groups .*densenet model lacks; families that offer it: "
+                                   "cifar_resnet, cifar_vgg, imagenet_resnet, imagenet_vgg, lenet, preresnet"),
     ({"layer_ratios": {"layer1.0.conv2": 0.5}}, "resnet20", "not a prunable layer"),
     ({"ratio": 0.5, "skip": (2,)}, tiny("preresnet"), "skip takes conv ids"),
 ])
@@ -343,8 +205,9 @@ def test_slimming_round_trips_through_the_arch(family: str) -> None:
 
 
 @pytest.mark.parametrize(("model", "settings", "match"), [
-    ("resnet20", {}, "slimming supports cifar_vgg, densenet, imagenet_vgg, preresnet .*not 'cifar_resnet'"),
-    ("lenet5", {}, "not 'lenet'"),
+    ("resnet20", {}, "slimming needs bn-scaled-channel-groups .*cifar_resnet model lacks; families that offer it: "
+                     "cifar_vgg, densenet, imagenet_vgg, preresnet"),
+    ("lenet5", {}, "lenet model lacks"),
 ])
 def test_slimming_refusals(model: str, settings: dict, match: str) -> None:
     notes: list[str] = []
@@ -355,7 +218,7 @@ def test_slimming_refusals(model: str, settings: dict, match: str) -> None:
 
 def test_slimming_needs_batchnorm_and_valid_settings() -> None:
     no_bn = build_model(Arch("imagenet_vgg", {"cfg": [4, "M"], "batch_norm": False, "head": "gap"}, 3, (3, 8, 8)))
-    with pytest.raises(BadValueError, match="needs BatchNorm"):
+    with pytest.raises(BadValueError, match="needs bn-scaled-channel-groups.*e.g. built with BatchNorm layers"):
         prune("slimming", no_bn, SlimmingSettings())
     for kwargs in ({"ratio": 1.0}, {"ratio": 0.0}, {"min_channels": 0}):
         with pytest.raises(BadValueError, match="slimming: "):

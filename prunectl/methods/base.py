@@ -13,6 +13,7 @@ from prunectl.core.registry import Registry
 from prunectl.core.spec import Spec
 from prunectl.data import Dataset
 from prunectl.models import ArchModel
+from prunectl.structure import StructureEdit
 
 
 @dataclass
@@ -32,11 +33,15 @@ class PruneContext:
 class PruneOutcome:
     """A pruned model. Structured methods return a physically smaller dense network (and `mask` None);
     unstructured ones return the same shapes with pruned weights zeroed and the 0/1 `mask` (param name → tensor)
-    that later training keeps applied. `report` holds JSON-serialisable facts (widths kept, threshold, ...)."""
+    that later training keeps applied. `report` holds JSON-serialisable facts (widths kept, threshold, ...).
+    Structured methods also give the `edit` they applied to the input model (`prunectl.structure.apply_edit(
+    input, edit)` is `model` up to the method's own weight changes), so `masked_model(input, edit)` is the
+    full-size reference the pruned model is checked against."""
 
     model: ArchModel
     mask: dict[str, torch.Tensor] | None = None
     report: dict[str, Any] = field(default_factory=dict)
+    edit: StructureEdit | None = None
 
 
 class Method(abc.ABC):

@@ -9,19 +9,19 @@ from typing import Any
 from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import BadValueError
 from prunectl.methods.base import Method, PruneContext, PruneOutcome, register_method
-from prunectl.methods.surgery import (
-    ChannelGroup,
-    KeepMap,
-    channel_groups,
-    filter_l1_norms,
-    remove_channels,
-    top_indices,
-)
 from prunectl.models import ArchModel, default_arch
 from prunectl.models.cifar_resnet import cifar_resnet_arch
 from prunectl.models.cifar_vgg import VGG_CFGS
-
-L1_FAMILIES = ("cifar_resnet", "cifar_vgg", "imagenet_resnet", "imagenet_vgg", "lenet", "preresnet")
+from prunectl.structure import (
+    ChannelGroup,
+    KeepMap,
+    StructureEdit,
+    apply_edit,
+    channel_groups,
+    filter_l1_norms,
+    require,
+    top_indices,
+)
 
 # The paper's predefined models (DESIGN.md §4). VGG: kept width per conv. ResNets: (prune ratio per stage, conv ids
 # left whole), ids counted from 1 at the stem so block k's first conv is 2k.
@@ -122,8 +122,7 @@ def ratio_widths(groups: list[ChannelGroup], settings: L1NormSettings) -> dict[s
 
 def select_filters(model: ArchModel, settings: L1NormSettings) -> KeepMap:
     """{group: kept filter indices}, the top-L1 filters of each prunable conv (e.g. for structured masks)."""
-    if model.family not in L1_FAMILIES:
-        raise BadValueError(f"l1-norm prunes conv filters of {', '.join(L1_FAMILIES)}; not '{model.family}'")
+    require(model, "channel-groups", method="l1-norm")
     groups = [g for g in channel_groups(model) if g.kind == "conv"]
     if settings.variant is not None:
         widths = variant_widths(model, groups, settings.variant)
@@ -161,7 +160,8 @@ class L1NormFilter(Method):
             tag = f"{paper_model(model)}-l1-{settings.variant}"
         else:
             tag = f"{base}-l1-{settings.ratio if settings.ratio is not None else 'custom'}"
-        pruned = remove_channels(model, keep, name=tag)
+        edit = StructureEdit(keep)
+        pruned = apply_edit(model, edit, name=tag)
         groups = {g.name: g.channels for g in channel_groups(model)}
         total = sum(groups[n] for n in keep)
         kept = sum(len(v) for v in keep.values())
@@ -169,5 +169,5 @@ class L1NormFilter(Method):
             "widths": {n: len(v) for n, v in keep.items()},
             "kept_channels": kept, "total_channels": total, "pruned_fraction": 1 - kept / total,
         }
-        return PruneOutcome(pruned, None, report)
+        return PruneOutcome(pruned, None, report, edit)
 

@@ -8,19 +8,18 @@ from typing import Any
 import torch
 
 from prunectl.core.spec import Spec, check, helptext
-from prunectl.errors import BadValueError
 from prunectl.methods.base import Method, PruneContext, PruneOutcome, register_method
-from prunectl.methods.surgery import (
+from prunectl.models import ArchModel
+from prunectl.structure import (
     ChannelGroup,
     KeepMap,
+    StructureEdit,
+    apply_edit,
     bn_scales,
     channel_groups,
-    remove_channels,
+    require,
     top_indices,
 )
-from prunectl.models import ArchModel
-
-SLIMMING_FAMILIES = ("cifar_vgg", "densenet", "imagenet_vgg", "preresnet")
 
 
 @dataclass(frozen=True)
@@ -47,14 +46,9 @@ class SlimmingChoice:
 
 
 def scored_groups(model: ArchModel) -> list[ChannelGroup]:
-    """The prunable groups with a BN scale (for the supported families: every BatchNorm2d of the net)."""
-    if model.family not in SLIMMING_FAMILIES:
-        raise BadValueError(f"slimming supports {', '.join(SLIMMING_FAMILIES)} (BN-scale pruning); not "
-                            f"'{model.family}'")
-    groups = [g for g in channel_groups(model) if g.prunable and g.bn is not None]
-    if not groups:
-        raise BadValueError(f"slimming needs BatchNorm layers; this {model.family} has none (batch_norm false?)")
-    return groups
+    """The prunable groups with a BN scale: every BatchNorm2d of the net (the global threshold ranks them all)."""
+    require(model, "bn-scaled-channel-groups", method="slimming")
+    return [g for g in channel_groups(model) if g.prunable and g.bn is not None]
 
 
 def select_channels(model: ArchModel, ratio: float, min_channels: int = 1) -> SlimmingChoice:
@@ -111,11 +105,12 @@ class SlimmingPruner(Method):
             context.note(f"slimming: the per-layer floor (min_channels={settings.min_channels}) bound in "
                          f"{len(choice.floor_bound)} layer(s): {', '.join(choice.floor_bound)}")
         base = model.arch_name or model.family
-        pruned = remove_channels(model, choice.keep, name=f"{base}-slim{settings.ratio}")
+        edit = StructureEdit(choice.keep)
+        pruned = apply_edit(model, edit, name=f"{base}-slim{settings.ratio}")
         kept = sum(len(v) for v in choice.keep.values())
         report: dict[str, Any] = {
             "threshold": choice.threshold, "ratio": settings.ratio, "widths": {n: len(v) for n, v in choice.keep.items()},
             "kept_channels": kept, "total_channels": choice.total, "pruned_fraction": 1 - kept / choice.total,
             "floor_bound": choice.floor_bound,
         }
-        return PruneOutcome(pruned, None, report)
+        return PruneOutcome(pruned, None, report, edit)

@@ -13,6 +13,7 @@ from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import BadValueError
 from prunectl.methods.base import Method, PruneContext, PruneOutcome, register_method
 from prunectl.models import ArchModel
+from prunectl.structure import offers
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,10 @@ def masked_copy(model: ArchModel, include_linear: bool, missing: str,
                 ) -> tuple[ArchModel, dict[str, torch.Tensor], int, int]:
     """A copy of `model` whose prunable weights are multiplied by `make_mask(weights)`; returns the copy, the
     mask, and how many prunable weights there are and stay. `missing` ends the error for a model without any."""
+    if not (offers(model, "conv-weights") or (include_linear and offers(model, "linear-weights"))):
+        raise BadValueError(f"{model.to_arch().name or model.to_arch().family} has no conv layers {missing}")
     pruned = copy.deepcopy(model)
     weights = prunable_weights(pruned, include_linear)
-    if not weights:
-        raise BadValueError(f"{model.to_arch().name or model.to_arch().family} has no conv layers {missing}")
     mask = make_mask(weights)
     with torch.no_grad():
         for name, m in mask.items():

@@ -54,10 +54,44 @@ class CifarBasicBlock(nn.Module):
         if stride != 1 or in_channels != out_channels:
             self.shortcut = ShortcutA(in_channels, out_channels, stride, shortcut)
 
+    @property
+    def mid(self) -> int:
+        return self.conv1.out_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv2.out_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
+
+
+class CifarShortcutBlock(nn.Module):
+    """A block whose residual branch was removed (Sparse Structure Selection): ReLU(shortcut(x)), the
+    parameter-free shortcut of the block it replaces (identity, or option A where the shape changes)."""
+
+    mid = 0
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = ShortcutA(in_channels, out_channels, stride, shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.shortcut(x))
+
+
+def make_block(in_channels: int, mid: int, out_channels: int, stride: int,
+               shortcut: str) -> CifarBasicBlock | CifarShortcutBlock:
+    """A basic block, or (mid 0) the shortcut left by a removed branch."""
+    if mid == 0:
+        return CifarShortcutBlock(in_channels, out_channels, stride, shortcut)
+    return CifarBasicBlock(in_channels, mid, out_channels, stride, shortcut)
 
 
 def parse_config(config: Any, family: str) -> tuple[int, list[int], list[list[int]], str]:
@@ -75,7 +109,9 @@ def parse_config(config: Any, family: str) -> tuple[int, list[int], list[list[in
         mids = [[w] * n for w in widths]
     if len(mids) != 3 or any(len(stage) != n for stage in mids):
         raise BadValueError(f"{family}: mid_widths must be 3 lists of {n} widths for depth {depth}")
-    mids = [[as_width(w, f"{family} mid_widths[{s}][{b}]") for b, w in enumerate(st)] for s, st in enumerate(mids)]
+    # A mid width of 0 is a block whose residual branch was removed (SSS): only its shortcut is left.
+    mids = [[0 if w == 0 and not isinstance(w, bool) else as_width(w, f"{family} mid_widths[{s}][{b}]")
+             for b, w in enumerate(st)] for s, st in enumerate(mids)]
     shortcut = config.get("shortcut", "avgpool")
     if shortcut not in SHORTCUTS:
         raise BadValueError(f"{family}: shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
@@ -88,7 +124,8 @@ class CifarResNet(ArchModel):
 
     Stem conv3x3 (in -> w1) BN ReLU; `layer1`..`layer3` (Sequentials of `CifarBasicBlock`, strides 1/2/2,
     outputs `stage_widths`); global average pool; `fc`. L1-norm pruning narrows each block's first conv, which
-    is what `mid_widths` records (one width per block, per stage).
+    is what `mid_widths` records (one width per block, per stage); a width of 0 marks a block whose residual
+    branch was removed (Sparse Structure Selection), which is then ReLU(shortcut(x)).
 
     >>> from prunectl.models import create_model
     >>> m = create_model("resnet56")
@@ -111,7 +148,7 @@ class CifarResNet(ArchModel):
         for width, stride, stage_mids in zip(widths, STAGE_STRIDES, mids, strict=True):
             blocks = []
             for b, mid in enumerate(stage_mids):
-                blocks.append(CifarBasicBlock(in_ch, mid, width, stride if b == 0 else 1, shortcut))
+                blocks.append(make_block(in_ch, mid, width, stride if b == 0 else 1, shortcut))
                 in_ch = width
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
@@ -120,9 +157,10 @@ class CifarResNet(ArchModel):
         self.reset_parameters()
 
     @property
-    def stages(self) -> list[list[CifarBasicBlock]]:
+    def stages(self) -> list[list[CifarBasicBlock | CifarShortcutBlock]]:
         """The blocks of `layer1`..`layer3`."""
-        return [[cast(CifarBasicBlock, b) for b in stage] for stage in (self.layer1, self.layer2, self.layer3)]
+        return [[cast(CifarBasicBlock | CifarShortcutBlock, b) for b in stage]
+                for stage in (self.layer1, self.layer2, self.layer3)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -136,8 +174,8 @@ class CifarResNet(ArchModel):
     def to_arch(self) -> Arch:
         config = {
             "depth": self.depth,
-            "stage_widths": [stage[0].conv2.out_channels for stage in self.stages],
-            "mid_widths": [[block.conv1.out_channels for block in stage] for stage in self.stages],
+            "stage_widths": [stage[0].out_channels for stage in self.stages],
+            "mid_widths": [[block.mid for block in stage] for stage in self.stages],
             "shortcut": self.shortcut_mode,
         }
         return Arch(self.family, config, self.num_classes, self.input_size, name=self.arch_name)

@@ -49,6 +49,21 @@ class PreActBottleneck(nn.Module):
         return out + (x if self.downsample is None else self.downsample(x))
 
 
+class PreActShortcut(nn.Module):
+    """A block whose residual branch was removed (Sparse Structure Selection): x, or its 1x1 projection
+    `downsample` where the shape changes (pre-activation blocks add no ReLU after the sum)."""
+
+    def __init__(self, in_channels: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.downsample: nn.Sequential | None = None
+        if stride != 1 or in_channels != planes * EXPANSION:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, planes * EXPANSION, 1, stride=stride, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x)
+
+
 def default_cfg(depth: int) -> list[int]:
     """The seed's unpruned cfg: per block (selected inputs, conv1 out, conv2 out), then the final selection."""
     n = blocks_per_stage(depth)
@@ -77,7 +92,8 @@ class PreResNet(ArchModel):
     Stem `conv1` (3x3 -> 16); `layer1`..`layer3` (Sequentials of `PreActBottleneck`, planes 16/32/64, outputs
     64/128/256); final `bn`, `select`, ReLU, global average pool, `fc`. Config: `cfg` is flat, three numbers per
     block (channels selected from the block input, conv1 width, conv2 width) and one last number (channels
-    selected before `fc`); `select` gives which channels each of the 3n+1 `ChannelSelection` layers keeps (None =
+    selected before `fc`; a block's three numbers 0, 0, 0 mark a removed residual branch, SSS: only its
+    shortcut is left); `select` gives which channels each of the 3n+1 `ChannelSelection` layers keeps (None =
     the first cfg-many, the unpruned case); `bn_weight_init` is the BN scale at initialisation (0.5 for Network
     Slimming, 1.0 in the seed's weight-level models).
 
@@ -93,7 +109,11 @@ class PreResNet(ArchModel):
         super().__init__(arch)
         depth = arch.config["depth"]
         n = blocks_per_stage(depth)
-        cfg = [as_width(v, f"preresnet cfg[{i}]") for i, v in enumerate(arch.config.get("cfg") or default_cfg(depth))]
+        cfg = list(arch.config.get("cfg") or default_cfg(depth))
+        removed = {i for i in range(len(cfg) // 3) if cfg[3 * i:3 * i + 3] == [0, 0, 0]
+                   and not any(isinstance(v, bool) for v in cfg[3 * i:3 * i + 3])}
+        cfg = [0 if i // 3 in removed and i < 3 * n * 3 else as_width(v, f"preresnet cfg[{i}]")
+               for i, v in enumerate(cfg)]
         if len(cfg) != 9 * n + 1:
             raise BadValueError(f"preresnet: cfg for depth {depth} needs {9 * n + 1} entries, got {len(cfg)}")
         select = arch.config.get("select") or [None] * (3 * n + 1)
@@ -106,9 +126,13 @@ class PreResNet(ArchModel):
         self.conv1 = nn.Conv2d(arch.input_size[0], 16, 3, padding=1, bias=False)
         in_ch, stages = 16, []
         for s, (planes, stride) in enumerate(zip(STAGE_PLANES, STAGE_STRIDES, strict=True)):
-            blocks = []
+            blocks: list[nn.Module] = []
             for b in range(n):
                 i = s * n + b
+                if i in removed:
+                    blocks.append(PreActShortcut(in_ch, planes, stride if b == 0 else 1))
+                    in_ch = planes * EXPANSION
+                    continue
                 keep = resolve_select(select[i], in_ch, cfg[3 * i], f"preresnet select[{i}]")
                 blocks.append(PreActBottleneck(in_ch, cfg[3 * i:3 * i + 3], keep, planes, stride if b == 0 else 1))
                 in_ch = planes * EXPANSION
@@ -122,9 +146,10 @@ class PreResNet(ArchModel):
         self.reset_parameters()
 
     @property
-    def blocks(self) -> list[PreActBottleneck]:
-        """All bottlenecks of `layer1`..`layer3`, in order (one selection layer each)."""
-        return [cast(PreActBottleneck, b) for stage in (self.layer1, self.layer2, self.layer3) for b in stage]
+    def blocks(self) -> list[PreActBottleneck | PreActShortcut]:
+        """All blocks of `layer1`..`layer3`, in order (one selection layer each, unless the branch is removed)."""
+        return [cast(PreActBottleneck | PreActShortcut, b) for stage in (self.layer1, self.layer2, self.layer3)
+                for b in stage]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
@@ -139,6 +164,10 @@ class PreResNet(ArchModel):
         cfg: list[int] = []
         kept: list[list[int]] = []
         for block in self.blocks:
+            if isinstance(block, PreActShortcut):
+                cfg += [0, 0, 0]
+                kept.append([])
+                continue
             cfg += [block.conv1.in_channels, block.conv1.out_channels, block.conv2.out_channels]
             kept.append(block.select.kept())
         cfg.append(self.fc.in_features)
