@@ -16,6 +16,7 @@ from prunectl.data.base import (
     locate,
     one_line,
     parse_source,
+    protocol_by_size,
     stratified_split,
 )
 from prunectl.errors import BadValueError, DataUnavailableError
@@ -33,7 +34,8 @@ def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
     stratified 80/20 split is taken (`stratified_split`, seed 0: per class, the first 20 %, rounded half up, of a
     seeded permutation go to test). Mean and std come from the train split (rounded to 4 places). Augmentation:
     zero-pad by min(H, W) // 8 pixels then a random crop back (4 for 32×32, as CIFAR), no flip unless ``flip=1``
-    (digits and text must not mirror); ``pad=N`` overrides the padding.
+    (digits and text must not mirror); ``pad=N`` overrides the padding. Training protocol: CIFAR-style for images
+    of at most 64 px a side, ImageNet's for larger ones (`protocol_by_size`).
     """
     path_text, options = parse_source(name[len(PREFIX):], ("pad", "flip"))
     path = locate(path_text, data_dir)
@@ -60,8 +62,10 @@ def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
     augment = Augment(pad_crop=int_option(options, "pad", min(h, w) // 8),
                       hflip=bool(int_option(options, "flip", 0)))
     num_classes = int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
-    return InMemoryDataset(name, train=train, test=test, num_classes=num_classes, mean=mean, std=std,
-                           augment=augment, notes={"source": str(path.resolve()), "split": split})
+    dataset = InMemoryDataset(name, train=train, test=test, num_classes=num_classes, mean=mean, std=std,
+                              augment=augment, notes={"source": str(path.resolve()), "split": split})
+    dataset.protocol = protocol_by_size(f"npz {path}", train[0].shape[1:])
+    return dataset
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

@@ -12,27 +12,32 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.core.io import save_tensors, write_json
-from prunectl.data import Dataset, dataset_shape, load_dataset
-from prunectl.engine.protocols import protocol_for
+from prunectl.data import Dataset, dataset_facts, load_dataset
+from prunectl.engine.arms import arm_for_stage
+from prunectl.engine.protocols import PROTOCOLS
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import ArchModel, build_model, default_arch
-from prunectl.runs.store import Run, load_weights, prepare_run, write_lineage
+from prunectl.runs.store import Run, load_weights, prepare_run, record_protocol, write_lineage
 from prunectl.training.trainer import Hooks, Progress, Trainer
 
 
 def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,
                   batch_size: int | None = None, weight_decay: float | None = None,
                   momentum: float | None = None, seed: int = 0, sparsity: float = 0.0,
-                  data_dir: str | Path | None = None, **model_options: Any) -> TrainSpec:
-    """The spec of a baseline run: the dataset's paper protocol, with any value the caller overrides.
+                  data_dir: str | Path | None = None, note: Callable[[str], None] | None = None,
+                  **model_options: Any) -> TrainSpec:
+    """The spec of a baseline run: the protocol the dataset follows, with any value the caller overrides.
+    `note` hears which protocol that is and why (user data: inferred from its images).
 
     >>> spec = baseline_spec("smallcnn", "mnist5k", epochs=2)
     >>> spec.schedule.epochs, spec.optim.lr
     (2, 0.1)
     """
-    num_classes, input_size = dataset_shape(dataset, data_dir=data_dir)
-    proto = protocol_for(dataset)
-    arch = default_arch(model, num_classes=num_classes, input_size=input_size, **model_options)
+    facts = dataset_facts(dataset, data_dir=data_dir)
+    proto = PROTOCOLS[facts.protocol.name]
+    if note is not None:
+        note(f"protocol: {proto.name} ({facts.protocol.why})")
+    arch = default_arch(model, num_classes=facts.num_classes, input_size=facts.input_size, **model_options)
     optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
     schedule = _override(proto.schedule, epochs=epochs)
     return TrainSpec(arch=arch, dataset=dataset, optim=optim, schedule=schedule, seed=seed, sparsity=sparsity)
@@ -55,6 +60,8 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     if run.is_done():
         return run
     data = data or load_dataset(spec.dataset, data_dir=data_dir, download=download)
+    if data.protocol is not None:
+        record_protocol(run, data.protocol.to_dict())
     _check_fits(spec, data)
     model, masks = _initial_model(spec, parent, rewind_source)
     if parent is not None:
@@ -76,14 +83,16 @@ def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
     save_tensors(run.file(paths.MODEL), model.state_dict())
     counts = count(model, model.input_size, masks)
     result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
-              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": ARMS.get(spec.stage),
+              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": _arm_label(spec.stage),
               "level": _level(run, masks)}
     write_json(run.file(paths.RESULT), result)
     run.file(paths.CHECKPOINT).unlink(missing_ok=True)
 
 
-ARMS = {"train": "baseline", "finetune": "fine-tuned", "scratch-e": "scratch-E", "scratch-b": "scratch-B",
-        "ticket": "winning-ticket", "random-init": "random-init"}
+def _arm_label(stage: str) -> str | None:
+    """The comparison arm a run of this stage belongs to (`prunectl.engine.arms`), written into result.json."""
+    found = arm_for_stage(stage)
+    return found.label if found is not None else None
 
 
 def _level(run: Run, masks: dict[str, torch.Tensor] | None) -> dict[str, Any] | None:
@@ -93,7 +102,8 @@ def _level(run: Run, masks: dict[str, torch.Tensor] | None) -> dict[str, Any] | 
     if not prunes:
         return None
     level = {"method": prunes[0]["spec"]["method"], **prunes[0]["spec"]["settings"]}  # settings as given
-    if len(prunes) > 1 or run.stage in ("ticket", "random-init"):
+    arm = arm_for_stage(run.stage)
+    if len(prunes) > 1 or (arm is not None and arm.recipe == "lottery"):
         level["round"] = len(prunes)
     if masks:
         level["remaining"] = round(sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()), 6)
