@@ -49,7 +49,7 @@ def train(
     output = Output(as_json)
     spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
-                                data_dir=data_dir, **_options(model_option or []))
+                                data_dir=data_dir, note=output.note, **_options(model_option or []))
     spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))))
     with output.training_progress(f"train {model}") as progress:
         run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress)
@@ -103,6 +103,8 @@ def _render_info(console: Console, report: dict) -> None:
                       f"{row['density']:.3f}")
     console.print(table)
     console.print(f"params: {report['params']:,}    {FLOPS_LABEL}: {report['flops']:,}")
+    if report.get("protocol"):
+        console.print(f"training protocol: {report['protocol']['name']} ({report['protocol']['why']})")
 
 
 @handle_errors
@@ -115,10 +117,42 @@ def models_(pattern: Annotated[str, typer.Argument(help="Glob, e.g. 'resnet*'.")
     Output(as_json).emit(names, lambda c: c.print("\n".join(names)))
 
 
+# The options a user dataset takes after its path (`npz:PATH?pad=2&flip=1`), as the loaders in prunectl/data read them.
+USER_DATA = (
+    ("npz:PATH", "arrays images (N,H,W[,C] or N,C,H,W, uint8) and labels; optional test_images/test_labels, "
+                 "else a fixed stratified 80/20 split",
+     "pad=N zero-pad + random crop (default min(H, W) // 8); flip=0|1 mirror (default 0)"),
+    ("imagefolder:PATH", "train/ and val/ (or test/) with one folder of images per class",
+     "size=S input side (default 224, small images: their own); resize=R short side before the centre crop; "
+     "flip=0|1 (default 1, small images 0); pad=N small images' crop padding (default S // 8); workers=W"),
+)
+PROTOCOL_RULE = ("user data: images of at most 64 px a side (and their own size and channels) follow the "
+                 "CIFAR-style protocol, larger ones the ImageNet protocol")
+
+
 @handle_errors
 def datasets_(as_json: JsonOpt = False) -> None:
-    """List registered datasets (plus imagefolder:PATH and npz:PATH for your own data)."""
-    from prunectl.data import list_datasets
+    """List the datasets, the training protocol each follows, and the options of your own data (npz:, imagefolder:)."""
+    from prunectl.data import DATASETS, list_datasets
 
-    names = list_datasets()
-    Output(as_json).emit(names, lambda c: c.print("\n".join([*names, "imagefolder:PATH", "npz:PATH"])))
+    rows = [{"name": n, "num_classes": DATASETS.get(n).num_classes, "input_size": list(DATASETS.get(n).input_size),
+             "protocol": DATASETS.get(n).protocol} for n in list_datasets()]
+    user = [{"name": name, "holds": holds, "options": options} for name, holds, options in USER_DATA]
+    doc = {"datasets": rows, "user_data": user, "protocol_rule": PROTOCOL_RULE}
+
+    def render(console: Console) -> None:
+        table = Table(title="datasets")
+        for col in ("name", "classes", "input", "protocol"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["name"], str(r["num_classes"]), "x".join(map(str, r["input_size"])), r["protocol"])
+        console.print(table)
+        own = Table(title="your own data: NAME?key=value&key=value")
+        for col in ("name", "holds", "options"):
+            own.add_column(col, overflow="fold")
+        for r in user:
+            own.add_row(r["name"], r["holds"], r["options"])
+        console.print(own)
+        console.print(PROTOCOL_RULE)
+
+    Output(as_json).emit(doc, render)
