@@ -168,6 +168,10 @@ def test_derive_reads_the_imagenet_numbers_from_the_method_facts(tmp_path, monke
     budget = scratch_spec(pruned, base, budget="B").budget
     assert budget["flops_ratio"] >= 2
     assert budget["epochs"] == (180 if capped else int(90 * budget["flops_ratio"]))
+    # an architecture file (a zoo entry's) follows the facts of the method it names
+    from_arch = scratch_spec(pruned.arch(), base, budget="B", method="fake").budget
+    assert from_arch["epochs"] == budget["epochs"]
+    assert scratch_spec(pruned.arch(), base, budget="B").budget["epochs"] == int(90 * budget["flops_ratio"])
 
 
 def test_a_method_without_facts_cannot_register():

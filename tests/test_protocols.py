@@ -119,10 +119,10 @@ def test_train_says_the_protocol_first_and_info_shows_it(tmp_path):
 def test_datasets_lists_protocols_and_documents_the_user_data_options():
     doc = json.loads(runner.invoke(app, ["datasets", "--json"]).stdout)
     assert {r["name"]: r["protocol"] for r in doc["datasets"]}["mnist5k"] == "quick"
-    options = " ".join(r["options"] for r in doc["user_data"])
-    assert all(key in options for key in ("size=", "flip=", "pad="))
+    options = {r["name"]: set(r["options"]) for r in doc["user_data"]}
+    assert options == {"npz:PATH": {"pad", "flip"}, "imagefolder:PATH": {"size", "resize", "flip", "pad", "workers"}}
     human = runner.invoke(app, ["datasets"]).stdout
-    assert "imagefolder:PATH" in human and "npz:PATH" in human and "protocol" in human
+    assert "imagefolder:PATH" in human and "npz:PATH" in human and "protocol" in human and "pad=" in human
 
 
 @pytest.mark.parametrize("option", ["pad=2"])

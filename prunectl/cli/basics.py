@@ -117,42 +117,24 @@ def models_(pattern: Annotated[str, typer.Argument(help="Glob, e.g. 'resnet*'.")
     Output(as_json).emit(names, lambda c: c.print("\n".join(names)))
 
 
-# The options a user dataset takes after its path (`npz:PATH?pad=2&flip=1`), as the loaders in prunectl/data read them.
-USER_DATA = (
-    ("npz:PATH", "arrays images (N,H,W[,C] or N,C,H,W, uint8) and labels; optional test_images/test_labels, "
-                 "else a fixed stratified 80/20 split",
-     "pad=N zero-pad + random crop (default min(H, W) // 8); flip=0|1 mirror (default 0)"),
-    ("imagefolder:PATH", "train/ and val/ (or test/) with one folder of images per class",
-     "size=S input side (default 224, small images: their own); resize=R short side before the centre crop; "
-     "flip=0|1 (default 1, small images 0); pad=N small images' crop padding (default S // 8); workers=W"),
-)
-PROTOCOL_RULE = ("user data: images of at most 64 px a side (and their own size and channels) follow the "
-                 "CIFAR-style protocol, larger ones the ImageNet protocol")
-
-
 @handle_errors
 def datasets_(as_json: JsonOpt = False) -> None:
-    """List the datasets, the training protocol each follows, and the options of your own data (npz:, imagefolder:)."""
-    from prunectl.data import DATASETS, list_datasets
-
-    rows = [{"name": n, "num_classes": DATASETS.get(n).num_classes, "input_size": list(DATASETS.get(n).input_size),
-             "protocol": DATASETS.get(n).protocol} for n in list_datasets()]
-    user = [{"name": name, "holds": holds, "options": options} for name, holds, options in USER_DATA]
-    doc = {"datasets": rows, "user_data": user, "protocol_rule": PROTOCOL_RULE}
+    """List the datasets, the training protocol each follows, and your own data's forms and options."""
+    doc = engine.datasets_report()
 
     def render(console: Console) -> None:
         table = Table(title="datasets")
         for col in ("name", "classes", "input", "protocol"):
             table.add_column(col)
-        for r in rows:
-            table.add_row(r["name"], str(r["num_classes"]), "x".join(map(str, r["input_size"])), r["protocol"])
+        for r in doc["datasets"]:
+            table.add_row(r["name"], str(r["num_classes"]), "x".join(str(v) for v in r["input_size"]), r["protocol"])
         console.print(table)
         own = Table(title="your own data: NAME?key=value&key=value")
         for col in ("name", "holds", "options"):
             own.add_column(col, overflow="fold")
-        for r in user:
-            own.add_row(r["name"], r["holds"], r["options"])
+        for r in doc["user_data"]:
+            own.add_row(r["name"], r["holds"], "\n".join(f"{k}=  {v}" for k, v in r["options"].items()))
         console.print(own)
-        console.print(PROTOCOL_RULE)
+        console.print(doc["protocol_rule"])
 
     Output(as_json).emit(doc, render)

@@ -140,7 +140,7 @@ def scratch(
     output = Output(as_json)
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
-                               add_finetune_epochs=add_finetune_epochs)
+                               add_finetune_epochs=add_finetune_epochs, method=engine.source_method(source))
     b = spec.budget
     output.note(f"scratch-{b['budget']}: {b['rule']} epochs (FLOPs {b['flops_reference']:,} / {b['flops_pruned']:,}"
                 f"{', sparse-aware' if b['sparse_flops'] else ''}; lr steps at {spec.schedule.milestone_epochs()})")

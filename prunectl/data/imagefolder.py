@@ -41,6 +41,14 @@ Sample = tuple[str, int]
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 SAMPLED = 64  # image headers read to infer the tree's image size and channels
 STATS_SAMPLE = 1024  # images decoded for a small-image tree's mean and std
+HOLDS = "train/ and val/ (or test/), one folder of images per class"
+# The options after the path (imagefolder:PATH?size=32&flip=1): what `prunectl datasets` documents and the loader
+# accepts. Small images: at most 64 px a side (`SMALL_IMAGE_MAX`).
+OPTIONS = {"size": "the network's input side S (default 224; small images: their own size)",
+           "resize": "short side before the centre crop (default round(S x 256 / 224); small images: S)",
+           "flip": "0 or 1: mirror in training (default 1; small images 0)",
+           "pad": "small images only: zero-pad + random crop by N px (default S // 8)",
+           "workers": "decoding processes (default min(4, CPUs))"}
 
 
 def default_workers() -> int:
@@ -241,7 +249,7 @@ def load_imagefolder(name: str, data_dir: str | Path | None = None) -> ImageFold
     small); ``pad`` the small images' crop padding; ``workers`` defaults to min(4, CPU count). A relative PATH is
     tried in the working directory, then in the data directory.
     """
-    path, options = parse_source(name[len(PREFIX):], ("size", "resize", "flip", "pad", "workers"))
+    path, options = parse_source(name[len(PREFIX):], tuple(OPTIONS))
     root = locate(path, data_dir)
     if not root.is_dir():
         raise DataUnavailableError(f"image folder {root} not found (relative paths are tried in the working "

@@ -24,6 +24,11 @@ from prunectl.errors import BadValueError, DataUnavailableError
 PREFIX = "npz:"
 NPZ_SPLIT_SEED = 0
 NPZ_TEST_FRACTION = 0.2
+HOLDS = ("arrays images (uint8: N,H,W or N,H,W,C or N,C,H,W) and labels; optional test_images/test_labels, "
+         "else a fixed stratified 80/20 split")
+# The options after the path (npz:PATH?pad=2&flip=1): what `prunectl datasets` documents and the loader accepts.
+OPTIONS = {"pad": "zero-pad by N px, then a random crop back (default min(H, W) // 8)",
+           "flip": "0 or 1: mirror left-right in training (default 0: digits and text must not mirror)"}
 
 
 def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
@@ -37,7 +42,7 @@ def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
     (digits and text must not mirror); ``pad=N`` overrides the padding. Training protocol: CIFAR-style for images
     of at most 64 px a side, ImageNet's for larger ones (`protocol_by_size`).
     """
-    path_text, options = parse_source(name[len(PREFIX):], ("pad", "flip"))
+    path_text, options = parse_source(name[len(PREFIX):], tuple(OPTIONS))
     path = locate(path_text, data_dir)
     arrays = _read(path)
     train_x = _to_nchw(arrays["images"], "images", path)

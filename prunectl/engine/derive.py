@@ -91,10 +91,12 @@ def scratch_epochs(reference_epochs: int, flops_ratio: float, *, budget: Literal
 
 
 def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int | None = None,
-                 add_finetune_epochs: bool = False) -> TrainSpec:
+                 add_finetune_epochs: bool = False, method: str | None = None) -> TrainSpec:
     """Random re-initialisation of a pruned architecture (dense re-init, then the mask, for weight-level),
     trained for the reference's epochs (E) or its FLOPs budget (B): int(epochs × FLOPs_ref / FLOPs_pruned),
-    counted sparse-aware for masks, lr milestones scaled with the epochs."""
+    counted sparse-aware for masks, lr milestones scaled with the epochs; on ImageNet the pruning method's facts
+    may cap it (`scratch_epochs`). `method` names the method an architecture file came from (a zoo entry's);
+    a pruned run's own lineage says it otherwise."""
     budget = budget.upper()
     if budget not in ("E", "B"):
         raise BadValueError(f"budget must be E or B, got '{budget}'")
@@ -108,7 +110,7 @@ def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int |
     flops_ref = count(build_model(ref.arch), ref.arch.input_size).flops
     flops_pruned = count(build_model(arch), arch.input_size, mask).flops
     ratio = flops_ref / flops_pruned
-    method = method_of(run) if run is not None else None
+    method = method_of(run) if run is not None else method
     proto = protocol_of(reference.record)
     ft = finetune_epochs(proto, method) if add_finetune_epochs else 0
     epochs, rule = scratch_epochs(ref.schedule.epochs + ft, ratio, budget=budget,  # type: ignore[arg-type]

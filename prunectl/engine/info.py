@@ -7,7 +7,8 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.flops import FLOPS_LABEL, count
-from prunectl.data import dataset_shape
+from prunectl.data import DATASETS, dataset_shape, imagefolder, list_datasets, npzfile
+from prunectl.data.base import SMALL_IMAGE_MAX
 from prunectl.engine import zoo
 from prunectl.engine.protocols import choose_protocol, protocol_of
 from prunectl.errors import ArtifactError, BadValueError
@@ -55,6 +56,12 @@ def resolve_source(target: str) -> tuple[Arch, Run | None]:
     return arch, None
 
 
+def source_method(target: str) -> str | None:
+    """The pruning method a `zoo:NAME` architecture came from (its entry's `method`), so scratch-B can follow that
+    method's facts; None for anything else (a run's lineage names its own method)."""
+    return zoo.get_entry(zoo.entry_name(target)).method if zoo.is_zoo_ref(target) else None
+
+
 def resolve_run(target: str | Path) -> Run:
     """A run directory, or `zoo:NAME` for a zoo entry with weights (pulled into the run store, offline for
     packaged weights) — what every command that takes a run accepts."""
@@ -82,6 +89,17 @@ def protocol_info(target: str, dataset: str | None, run_path: Path | None) -> di
         entry = zoo.get_entry(zoo.entry_name(target))
         return choose_protocol(entry.dataset).to_dict()
     return None
+
+
+def datasets_report() -> dict[str, Any]:
+    """The registered datasets with the protocol each follows, and the user-data forms with their options."""
+    rows = [{"name": n, "num_classes": DATASETS.get(n).num_classes, "input_size": list(DATASETS.get(n).input_size),
+             "protocol": DATASETS.get(n).protocol} for n in list_datasets()]
+    user = [{"name": "npz:PATH", "holds": npzfile.HOLDS, "options": dict(npzfile.OPTIONS)},
+            {"name": "imagefolder:PATH", "holds": imagefolder.HOLDS, "options": dict(imagefolder.OPTIONS)}]
+    rule = (f"your own data states a default: images of at most {SMALL_IMAGE_MAX} px a side follow the CIFAR-style "
+            "protocol, larger ones the ImageNet protocol; image size and channels are read from the data")
+    return {"datasets": rows, "user_data": user, "protocol_rule": rule}
 
 
 def info(target: str, dataset: str | None = None) -> dict[str, Any]:
