@@ -55,11 +55,11 @@ def test_a_small_greyscale_image_folder_gets_the_small_image_protocol_and_learns
     assert ds.input_size == (1, 28, 28) and ds.num_classes == 3
     assert ds.augment == Augment(pad_crop=3) and len(ds.mean) == 1  # CIFAR-style crop, no flip, own statistics
     assert ds.protocol is not None and ds.protocol.name == "cifar" and "28" in ds.protocol.why
-    notes: list[str] = []
-    spec = engine.baseline_spec("smallcnn", name, epochs=4, batch_size=16, note=notes.append)
+    spec = engine.baseline_spec("smallcnn", name, epochs=4, batch_size=16)
     assert spec.optim == CIFAR.optim.replace(batch_size=16) and spec.arch.input_size == (1, 28, 28)
-    assert notes and notes[0].startswith("protocol: cifar")
-    run = engine.train(spec, out=tmp_path / "run")
+    notes: list[str] = []
+    run = engine.train(spec, out=tmp_path / "run", note=notes.append)
+    assert notes == [f"protocol: cifar ({ds.protocol.why})"]
     assert run.result()["final_acc"] >= 90.0
     record = read_json(run.file("spec.json"))
     assert record["protocol"]["name"] == "cifar" and "protocol" not in record["spec"]

@@ -49,10 +49,11 @@ def train(
     output = Output(as_json)
     spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
-                                data_dir=data_dir, note=output.note, **_options(model_option or []))
+                                data_dir=data_dir, **_options(model_option or []))
     spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))))
     with output.training_progress(f"train {model}") as progress:
-        run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress)
+        run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress,
+                           note=output.note)
     result = run.result()
     output.emit({**result, "run": str(run.path)}, lambda c: render_result(c, result, str(run.path)))
 

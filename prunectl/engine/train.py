@@ -24,10 +24,9 @@ from prunectl.training.trainer import Hooks, Progress, Trainer
 def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,
                   batch_size: int | None = None, weight_decay: float | None = None,
                   momentum: float | None = None, seed: int = 0, sparsity: float = 0.0,
-                  data_dir: str | Path | None = None, note: Callable[[str], None] | None = None,
-                  **model_options: Any) -> TrainSpec:
-    """The spec of a baseline run: the protocol the dataset follows, with any value the caller overrides.
-    `note` hears which protocol that is and why (user data: inferred from its images).
+                  data_dir: str | Path | None = None, **model_options: Any) -> TrainSpec:
+    """The spec of a baseline run: the protocol the dataset follows (`dataset_facts`: its registration's, or for
+    user data the default inferred from its images), with any value the caller overrides.
 
     >>> spec = baseline_spec("smallcnn", "mnist5k", epochs=2)
     >>> spec.schedule.epochs, spec.optim.lr
@@ -35,8 +34,6 @@ def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: fl
     """
     facts = dataset_facts(dataset, data_dir=data_dir)
     proto = PROTOCOLS[facts.protocol.name]
-    if note is not None:
-        note(f"protocol: {proto.name} ({facts.protocol.why})")
     arch = default_arch(model, num_classes=facts.num_classes, input_size=facts.input_size, **model_options)
     optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
     schedule = _override(proto.schedule, epochs=epochs)
@@ -50,11 +47,12 @@ def _override(spec: Any, **values: Any) -> Any:
 def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None = None,
           rewind_source: Run | None = None, data_dir: str | Path | None = None, download: bool = False,
           device: str | None = None, progress: Callable[[Progress], None] | None = None,
-          data: Dataset | None = None) -> Run:
+          data: Dataset | None = None, note: Callable[[str], None] | None = None) -> Run:
     """Run (or resume, or reuse) the training that `spec` describes; returns its finished run directory.
 
     `parent` is the run the spec derives from (weights to inherit, mask to keep); `rewind_source` is the
-    baseline whose saved weights a lottery ticket rewinds to.
+    baseline whose saved weights a lottery ticket rewinds to. `note` hears, once everything is checked and just
+    before training starts, which protocol the data follows and why.
     """
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
@@ -72,6 +70,8 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init,
                   snapshot_epochs=spec.snapshot_epochs, progress=progress)
     trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, hooks, device, spec.augment)
+    if note is not None and data.protocol is not None:
+        note(f"protocol: {data.protocol.name} ({data.protocol.why})")
     summary = trainer.fit()
     finish(run, model, summary, spec, masks)
     return run

@@ -20,9 +20,10 @@ from prunectl.models import ArchModel
 class MethodFacts:
     """What the protocol, the zoo and `prunectl methods` need to know about a method, stated once on its class.
 
-    The ImageNet numbers are the Rethinking paper's (Liu et al., ICLR 2019, §4 and its appendix): fine-tuning
-    epochs per method, and whether scratch-B is capped (FLOPs ratio ≥ 2 → twice the baseline's epochs, else
-    int(epochs × ratio)) or plain int(epochs × ratio). CIFAR-style data use the protocol's numbers for every method.
+    The ImageNet numbers follow the Rethinking paper's experiments (Liu et al., ICLR 2019, and its released code;
+    see docs/scratch-budgets.md): fine-tuning epochs per method, and whether scratch-B is capped (FLOPs ratio ≥ 2
+    → twice the baseline's epochs, else int(epochs × ratio)) or plain int(epochs × ratio). CIFAR-style data use
+    the protocol's numbers for every method.
     """
 
     name: str
