@@ -70,13 +70,15 @@ def write_svhn(root: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def write_folder(root: Path, test_dir: str = "val", test_classes: tuple[str, ...] = ("cat", "dog")) -> None:
+def write_folder(root: Path, test_dir: str = "val", test_classes: tuple[str, ...] = ("cat", "dog"),
+                 side: int = 12) -> None:
+    """Random images of mixed sizes around `side` px (over 64: read as ImageNet-style data), one of them grey."""
     rng = np.random.default_rng(0)
     for split, classes, count in (("train", ("cat", "dog"), 3), (test_dir, test_classes, 2)):
         for label in classes:
             (root / split / label).mkdir(parents=True)
             for i in range(count):
-                size = (12 + 3 * i, 10 + 2 * i)
+                size = (side + 3 * i, side - 2 + 2 * i)
                 pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
                 image = Image.fromarray(pixels)
                 (image.convert("L") if i == 1 else image).save(root / split / label / f"{i}.png")

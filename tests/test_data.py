@@ -351,7 +351,7 @@ def test_npz_errors(tmp_path):
 
 
 def test_imagefolder_streams_with_the_imagenet_protocol(tmp_path):
-    write_folder(tmp_path / "tree")
+    write_folder(tmp_path / "tree", side=72)
     ds = load_dataset(f"imagefolder:{tmp_path / 'tree'}?size=8&workers=0")
     assert ds.input_size == (3, 8, 8) and ds.num_classes == 2
     assert (ds.num_examples("train"), ds.num_examples("test")) == (6, 4)
@@ -370,7 +370,7 @@ def test_imagefolder_streams_with_the_imagenet_protocol(tmp_path):
 
 
 def test_imagefolder_batches_do_not_depend_on_workers(tmp_path):
-    write_folder(tmp_path)
+    write_folder(tmp_path, side=72)
     state = torch.get_rng_state()
     in_process = _epoch(load_dataset(f"imagefolder:{tmp_path}?size=6&workers=0").batches(
         "train", 4, shuffle=True, augment=True, seed=7))

@@ -106,7 +106,7 @@ def test_cli_pipeline_with_extract_arch_and_scratch_from_a_file(baseline, tmp_pa
     [
         (["--method", "wieght", "--ratio", "0.5"], "did you mean 'weight'"),
         (["--method", "weight", "--ratio", "1.5"], "ratio must be in (0, 1)"),
-        (["--method", "weight", "--variant", "A"], "does not take"),
+        (["--method", "weight", "--variant", "A"], "has no setting 'variant'"),
     ],
 )
 def test_prune_mistakes_are_one_line_exit_2(baseline, args, needle):

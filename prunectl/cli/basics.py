@@ -64,7 +64,8 @@ def train(
                                 data_dir=data_dir, **_options(model_option or []))
     spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))))
     with output.training_progress(f"train {model}") as progress:
-        run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress)
+        run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress,
+                           note=output.note)
     result = run.result()
     output.emit({**result, "run": str(run.path)}, lambda c: render_result(c, result, str(run.path)))
 
@@ -117,6 +118,8 @@ def _render_info(console: Console, report: dict) -> None:
                       f"{row['density']:.3f}")
     console.print(table)
     console.print(f"params: {report['params']:,}    {FLOPS_LABEL}: {report['flops']:,}")
+    if report.get("protocol"):
+        console.print(f"training protocol: {report['protocol']['name']} ({report['protocol']['why']})")
 
 
 @handle_errors
@@ -131,8 +134,22 @@ def models_(pattern: Annotated[str, typer.Argument(help="Glob, e.g. 'resnet*'.")
 
 @handle_errors
 def datasets_(as_json: JsonOpt = False) -> None:
-    """List registered datasets (plus imagefolder:PATH and npz:PATH for your own data)."""
-    from prunectl.data import list_datasets
+    """List the datasets, the training protocol each follows, and your own data's forms and options."""
+    doc = engine.datasets_report()
 
-    names = list_datasets()
-    Output(as_json).emit(names, lambda c: c.print("\n".join([*names, "imagefolder:PATH", "npz:PATH"])))
+    def render(console: Console) -> None:
+        table = Table(title="datasets")
+        for col in ("name", "classes", "input", "protocol"):
+            table.add_column(col)
+        for r in doc["datasets"]:
+            table.add_row(r["name"], str(r["num_classes"]), "x".join(str(v) for v in r["input_size"]), r["protocol"])
+        console.print(table)
+        own = Table(title="your own data: NAME?key=value&key=value")
+        for col in ("name", "holds", "options"):
+            own.add_column(col, overflow="fold")
+        for r in doc["user_data"]:
+            own.add_row(r["name"], r["holds"], "\n".join(f"{k}=  {v}" for k, v in r["options"].items()))
+        console.print(own)
+        console.print(doc["protocol_rule"])
+
+    Output(as_json).emit(doc, render)

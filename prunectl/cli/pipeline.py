@@ -11,13 +11,16 @@ from rich.table import Table
 
 from prunectl import engine
 from prunectl.cli.basics import render_result
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt, ThreadsOpt
+from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt, SetOpt, ThreadsOpt, parse_assignments
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
 from prunectl.methods import list_methods
 
+# prune's options that are shortcuts for one method setting each (--set sets any setting).
+SHORTCUTS = {"ratio": "--ratio", "variant": "--variant", "layer_ratios": "--layer-ratio",
+             "min_channels": "--min-channels", "include_linear": "--include-linear"}
 RunArg = Annotated[str, typer.Argument(help="A run directory, or zoo:NAME for a zoo entry with weights.")]
 
 
@@ -31,30 +34,40 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def prune(
     run: RunArg,
-    method: Annotated[str, typer.Option("--method", "-M", help=f"One of: {', '.join(list_methods())}.")],
-    ratio: Annotated[float | None, typer.Option(help="Fraction to prune (l1-norm uniform ratio; slimming's "
-                                                     "percent; weight-level sparsity).")] = None,
-    variant: Annotated[str | None, typer.Option(help="l1-norm's predefined variant: A or B.")] = None,
-    layer_ratio: Annotated[list[str] | None, typer.Option(help="l1-norm per-layer ratio NAME=R (repeatable).")] = None,
-    min_channels: Annotated[int | None, typer.Option(help="slimming's per-layer floor (default 1).")] = None,
-    include_linear: Annotated[bool, typer.Option(help="weight-level: prune linear layers too.")] = False,
+    method: Annotated[str, typer.Option("--method", "-M", help=f"One of: {', '.join(list_methods())} (see "
+                                                              "`prunectl methods NAME` for its settings).")],
+    ratio: Annotated[float | None, typer.Option(help="Shortcut for --set ratio=R: the fraction to prune (l1-norm "
+                                                     "uniform ratio; slimming's percent; weight-level sparsity).")] = None,
+    set_: SetOpt = None,
+    variant: Annotated[str | None, typer.Option(help="Shortcut for --set variant=V (l1-norm: A or B).")] = None,
+    layer_ratio: Annotated[list[str] | None, typer.Option(help="Shortcut for --set layer_ratios={...} (l1-norm): "
+                                                          "NAME=R, repeatable.")] = None,
+    min_channels: Annotated[int | None, typer.Option(help="Shortcut for --set min_channels=N (slimming).")] = None,
+    include_linear: Annotated[bool, typer.Option(help="Shortcut for --set include_linear=true (weight).")] = False,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Prune a trained run: a smaller dense network (structured) or a mask (weight-level)."""
+    """Prune a trained run: a smaller dense network (structured) or a mask (weight-level).
+
+    Any setting of the method: --set KEY=VALUE (repeatable; VALUE is JSON), e.g. --set skip=[16,20].
+    """
     apply_threads(threads)
     output = Output(as_json)
-    settings: dict[str, Any] = {k: v for k, v in {"ratio": ratio, "variant": variant,
-                                                   "min_channels": min_channels}.items() if v is not None}
+    shortcuts: dict[str, Any] = {k: v for k, v in {"ratio": ratio, "variant": variant,
+                                                    "min_channels": min_channels}.items() if v is not None}
     if layer_ratio:
-        settings["layer_ratios"] = dict(_pair(item) for item in layer_ratio)
+        shortcuts["layer_ratios"] = dict(_pair(item) for item in layer_ratio)
     if include_linear:
-        settings["include_linear"] = True
+        shortcuts["include_linear"] = True
+    settings = parse_assignments(set_)
+    both = sorted(set(settings) & set(shortcuts))
+    if both:
+        raise BadValueError(f"{both[0]} is given twice, by --set and by {SHORTCUTS[both[0]]}; give one of them")
     baseline = engine.resolve_run(run)
-    spec = engine.prune_spec(baseline, method, settings)
+    spec = engine.prune_spec(baseline, method, {**shortcuts, **settings})
     pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note)
     result = pruned.result()
     output.emit({**result, "run": str(pruned.path)}, lambda c: _render_prune(c, result, str(pruned.path)))
@@ -134,7 +147,7 @@ def scratch(
     output = Output(as_json)
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
-                               add_finetune_epochs=add_finetune_epochs)
+                               add_finetune_epochs=add_finetune_epochs, method=engine.source_method(source))
     b = spec.budget
     output.note(f"scratch-{b['budget']}: {b['rule']} epochs (FLOPs {b['flops_reference']:,} / {b['flops_pruned']:,}"
                 f"{', sparse-aware' if b['sparse_flops'] else ''}; lr steps at {spec.schedule.milestone_epochs()})")

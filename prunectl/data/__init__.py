@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 # Importing the modules registers their datasets.
@@ -9,10 +10,12 @@ from prunectl.data import embedded, torchvision_sets  # noqa: F401
 from prunectl.data.augment import Augment
 from prunectl.data.base import (
     DATASETS,
+    PROTOCOL_NAMES,
     Batches,
     Dataset,
     DatasetEntry,
     InMemoryDataset,
+    ProtocolChoice,
     register_dataset,
     resolve_data_dir,
 )
@@ -30,6 +33,10 @@ __all__ = [
     "ImageFolderDataset",
     "InMemoryDataset",
     "canonical_dataset",
+    "PROTOCOL_NAMES",
+    "DataFacts",
+    "ProtocolChoice",
+    "dataset_facts",
     "dataset_shape",
     "is_user_dataset",
     "list_datasets",
@@ -66,13 +73,32 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if name in ("npz", "imagefolder"):
         raise BadValueError(f"dataset '{name}' needs a path: write {name}:PATH")
     entry = DATASETS.get(name)
-    return entry.loader(resolve_data_dir(data_dir), download)
+    dataset = entry.loader(resolve_data_dir(data_dir), download)
+    dataset.protocol = entry.protocol_choice(name)
+    return dataset
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a spec needs to know of a dataset before training: its shape and the protocol it follows."""
+
+    num_classes: int
+    input_size: tuple[int, int, int]
+    protocol: ProtocolChoice
+
+
+def dataset_facts(name: str, data_dir: str | Path | None = None) -> DataFacts:
+    """Classes, input size and training protocol; registered names answer without touching any file, user
+    data (npz:, imagefolder:) is opened and the protocol inferred from its images."""
+    if name in DATASETS:
+        entry = DATASETS.get(name)
+        return DataFacts(entry.num_classes, entry.input_size, entry.protocol_choice(name))
+    ds = load_dataset(name, data_dir)
+    assert ds.protocol is not None, "user-data loaders state the protocol they infer"
+    return DataFacts(ds.num_classes, ds.input_size, ds.protocol)
 
 
 def dataset_shape(name: str, data_dir: str | Path | None = None) -> tuple[int, tuple[int, int, int]]:
     """(num_classes, input_size) of a dataset; registered names answer without touching any file."""
-    if name in DATASETS:
-        entry = DATASETS.get(name)
-        return entry.num_classes, entry.input_size
-    ds = load_dataset(name, data_dir)
-    return ds.num_classes, ds.input_size
+    facts = dataset_facts(name, data_dir)
+    return facts.num_classes, facts.input_size

@@ -36,7 +36,7 @@ class Dataset(abc.ABC):
     Subclasses hold the data (`InMemoryDataset` for tensors, `ImageFolderDataset` for streamed files) and only
     implement `num_examples` and `batches`. A new dataset is a loader registered by name::
 
-        @register_dataset("my-digits", num_classes=10, input_size=(1, 28, 28))
+        @register_dataset("my-digits", num_classes=10, input_size=(1, 28, 28), protocol="cifar")
         def my_digits(root: Path, download: bool) -> Dataset:
             return InMemoryDataset("my-digits", train=(x_tr, y_tr), test=(x_te, y_te), num_classes=10,
                                    mean=(0.13,), std=(0.31,), augment=Augment(pad_crop=2))
@@ -45,8 +45,11 @@ class Dataset(abc.ABC):
     """
 
     def __init__(self, name: str, num_classes: int, input_size: Sequence[int], mean: Sequence[float],
-                 std: Sequence[float], augment: Augment, notes: dict[str, Any] | None = None) -> None:
+                 std: Sequence[float], augment: Augment, notes: dict[str, Any] | None = None,
+                 protocol: ProtocolChoice | None = None) -> None:
         self.name = name
+        # Set by the loader of user data (inferred from the images) or by `load_dataset` (the registration).
+        self.protocol = protocol
         self.num_classes = int(num_classes)
         self.input_size: tuple[int, int, int] = tuple(int(v) for v in input_size)  # type: ignore[assignment]
         self.mean = tuple(float(v) for v in mean)
@@ -196,25 +199,64 @@ class TensorBatches:
             yield self.dataset.normalise(x), y
 
 
+# The training protocols a dataset can follow (defined in prunectl.engine.protocols): "quick" is the embedded
+# subset's shrunk recipe, "cifar" the CIFAR-style one of small images, "imagenet" the ImageNet one.
+PROTOCOL_NAMES = ("quick", "cifar", "imagenet")
+# User images at most this many pixels on a side get the CIFAR-style protocol, larger ones the ImageNet one
+# (CIFAR and MNIST are 32 and 28 px, downsampled ImageNet variants 32 to 64 px; ImageNet itself is ~400 px).
+SMALL_IMAGE_MAX = 64
+
+
+@dataclass(frozen=True)
+class ProtocolChoice:
+    """Which training protocol a dataset follows, and why (said to the user and kept in the run's record)."""
+
+    name: str
+    why: str
+
+    def __post_init__(self) -> None:
+        if self.name not in PROTOCOL_NAMES:
+            raise BadValueError(f"unknown training protocol '{self.name}' (known: {', '.join(PROTOCOL_NAMES)})")
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "why": self.why}
+
+
+def protocol_by_size(source: str, input_size: Sequence[int]) -> ProtocolChoice:
+    """The stated default for user data: the CIFAR-style protocol for small images, ImageNet's for larger."""
+    c, h, w = input_size
+    if max(h, w) <= SMALL_IMAGE_MAX:
+        return ProtocolChoice("cifar", f"{source} holds small images ({c}x{h}x{w}, at most {SMALL_IMAGE_MAX} px "
+                                       "a side): the CIFAR-style protocol")
+    return ProtocolChoice("imagenet", f"{source} holds large images ({c}x{h}x{w}, over {SMALL_IMAGE_MAX} px a "
+                                      "side): the ImageNet protocol")
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: its loader plus the shape facts known without touching any file."""
+    """A registered dataset: its loader plus the facts known without touching any file, including the training
+    protocol it follows (one of `PROTOCOL_NAMES`)."""
 
     loader: Callable[[Path, bool], Dataset]
     num_classes: int
     input_size: tuple[int, int, int]
+    protocol: str
+
+    def protocol_choice(self, name: str) -> ProtocolChoice:
+        return ProtocolChoice(self.protocol, f"{name} is registered with the {self.protocol} protocol")
 
 
 DATASETS = Registry[DatasetEntry]("dataset")
 
 
-def register_dataset(name: str, *, num_classes: int,
-                     input_size: tuple[int, int, int]) -> Callable[[Callable[[Path, bool], Dataset]],
-                                                                     Callable[[Path, bool], Dataset]]:
-    """Register `loader(root, download) -> Dataset` under `name` (see `Dataset` for an example)."""
+def register_dataset(name: str, *, num_classes: int, input_size: tuple[int, int, int],
+                     protocol: str) -> Callable[[Callable[[Path, bool], Dataset]], Callable[[Path, bool], Dataset]]:
+    """Register `loader(root, download) -> Dataset` under `name` (see `Dataset` for an example); `protocol`
+    names the training protocol it follows: "cifar" for small images, "imagenet" for large ones."""
+    ProtocolChoice(protocol, "")  # refuses an unknown protocol name at import time
 
     def deco(loader: Callable[[Path, bool], Dataset]) -> Callable[[Path, bool], Dataset]:
-        DATASETS.add(name, DatasetEntry(loader, num_classes, tuple(input_size)))  # type: ignore[arg-type]
+        DATASETS.add(name, DatasetEntry(loader, num_classes, tuple(input_size), protocol))  # type: ignore[arg-type]
         return loader
 
     return deco

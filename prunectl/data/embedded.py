@@ -42,7 +42,7 @@ def split_fingerprint(train: np.ndarray, test: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-@register_dataset("mnist5k", num_classes=10, input_size=(1, 28, 28))
+@register_dataset("mnist5k", num_classes=10, input_size=(1, 28, 28), protocol="quick")
 def mnist5k(root: Path | None = None, download: bool = False) -> InMemoryDataset:
     """The embedded digits; `root` and `download` are accepted for a uniform loader signature and ignored."""
     images, labels = _arrays()

@@ -16,6 +16,7 @@ from prunectl.data.base import (
     locate,
     one_line,
     parse_source,
+    protocol_by_size,
     stratified_split,
 )
 from prunectl.errors import BadValueError, DataUnavailableError
@@ -23,6 +24,11 @@ from prunectl.errors import BadValueError, DataUnavailableError
 PREFIX = "npz:"
 NPZ_SPLIT_SEED = 0
 NPZ_TEST_FRACTION = 0.2
+HOLDS = ("arrays images (uint8: N,H,W or N,H,W,C or N,C,H,W) and labels; optional test_images/test_labels, "
+         "else a fixed stratified 80/20 split")
+# The options after the path (npz:PATH?pad=2&flip=1): what `prunectl datasets` documents and the loader accepts.
+OPTIONS = {"pad": "zero-pad by N px, then a random crop back (default min(H, W) // 8)",
+           "flip": "0 or 1: mirror left-right in training (default 0: digits and text must not mirror)"}
 
 
 def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
@@ -33,9 +39,10 @@ def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
     stratified 80/20 split is taken (`stratified_split`, seed 0: per class, the first 20 %, rounded half up, of a
     seeded permutation go to test). Mean and std come from the train split (rounded to 4 places). Augmentation:
     zero-pad by min(H, W) // 8 pixels then a random crop back (4 for 32×32, as CIFAR), no flip unless ``flip=1``
-    (digits and text must not mirror); ``pad=N`` overrides the padding.
+    (digits and text must not mirror); ``pad=N`` overrides the padding. Training protocol: CIFAR-style for images
+    of at most 64 px a side, ImageNet's for larger ones (`protocol_by_size`).
     """
-    path_text, options = parse_source(name[len(PREFIX):], ("pad", "flip"))
+    path_text, options = parse_source(name[len(PREFIX):], tuple(OPTIONS))
     path = locate(path_text, data_dir)
     arrays = _read(path)
     train_x = _to_nchw(arrays["images"], "images", path)
@@ -60,8 +67,10 @@ def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
     augment = Augment(pad_crop=int_option(options, "pad", min(h, w) // 8),
                       hflip=bool(int_option(options, "flip", 0)))
     num_classes = int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
-    return InMemoryDataset(name, train=train, test=test, num_classes=num_classes, mean=mean, std=std,
-                           augment=augment, notes={"source": str(path.resolve()), "split": split})
+    dataset = InMemoryDataset(name, train=train, test=test, num_classes=num_classes, mean=mean, std=std,
+                              augment=augment, notes={"source": str(path.resolve()), "split": split})
+    dataset.protocol = protocol_by_size(f"npz {path}", train[0].shape[1:])
+    return dataset
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

@@ -139,27 +139,27 @@ SVHN = _Source("svhn", ("train_32x32.mat", "test_32x32.mat"), _read_svhn, needs=
 CIFAR_AUGMENT = Augment(pad_crop=4, hflip=True)
 
 
-@register_dataset("cifar10", num_classes=10, input_size=(3, 32, 32))
+@register_dataset("cifar10", num_classes=10, input_size=(3, 32, 32), protocol="cifar")
 def cifar10(root: Path, download: bool = False) -> InMemoryDataset:
     """CIFAR-10 with the papers' normalisation and augmentation (DESIGN.md §4)."""
     return _in_memory(CIFAR10, root, download, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
                       CIFAR_AUGMENT)
 
 
-@register_dataset("cifar100", num_classes=100, input_size=(3, 32, 32))
+@register_dataset("cifar100", num_classes=100, input_size=(3, 32, 32), protocol="cifar")
 def cifar100(root: Path, download: bool = False) -> InMemoryDataset:
     """CIFAR-100 (fine labels) with its own statistics, not CIFAR-10's (a quirk of the seed we do not copy)."""
     return _in_memory(CIFAR100, root, download, 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
                       CIFAR_AUGMENT)
 
 
-@register_dataset("mnist", num_classes=10, input_size=(1, 28, 28))
+@register_dataset("mnist", num_classes=10, input_size=(1, 28, 28), protocol="cifar")
 def mnist(root: Path, download: bool = False) -> InMemoryDataset:
     """MNIST, 60,000/10,000, from torchvision's raw idx files; pad 2 + crop, never a flip (digits)."""
     return _in_memory(MNIST, root, download, 10, (0.1307,), (0.3081,), Augment(pad_crop=2))
 
 
-@register_dataset("fashion-mnist", num_classes=10, input_size=(1, 28, 28))
+@register_dataset("fashion-mnist", num_classes=10, input_size=(1, 28, 28), protocol="cifar")
 def fashion_mnist(root: Path, download: bool = False) -> InMemoryDataset:
     """Fashion-MNIST, 60,000/10,000, from torchvision's raw idx files.
 
@@ -169,7 +169,7 @@ def fashion_mnist(root: Path, download: bool = False) -> InMemoryDataset:
     return _in_memory(FASHION_MNIST, root, download, 10, (0.2860,), (0.3530,), Augment(pad_crop=2))
 
 
-@register_dataset("svhn", num_classes=10, input_size=(3, 32, 32))
+@register_dataset("svhn", num_classes=10, input_size=(3, 32, 32), protocol="cifar")
 def svhn(root: Path, download: bool = False) -> InMemoryDataset:
     """SVHN train (73,257) / test (26,032) from torchvision's .mat files (needs scipy); label 10 means digit 0.
 

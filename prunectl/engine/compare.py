@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import operator
 import re
@@ -13,18 +12,12 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.stats import Difference, summarize, welch
+from prunectl.engine import arms as arm_registry
 from prunectl.engine.info import resolve_run
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.runs.store import Run, open_run
 
 SCHEMA = 1
-ARMS = ("baseline", "fine-tuned", "scratch-E", "scratch-B", "winning-ticket", "random-init")
-STAGE_ARMS = {"train": "baseline", "finetune": "fine-tuned", "scratch-e": "scratch-E", "scratch-b": "scratch-B",
-              "ticket": "winning-ticket", "random-init": "random-init"}
-ALIASES = {**{a.lower(): a for a in ARMS}, "finetune": "fine-tuned", "finetuned": "fine-tuned", "ft": "fine-tuned",
-           "ticket": "winning-ticket", "random": "random-init", "train": "baseline"}
-# The lottery control is fixed by the protocol: a winning ticket is always judged against random init of its level.
-CONTROLS = {"winning-ticket": "random-init"}
 METRICS = {"final": "final_acc", "best": "best_acc"}
 METRIC_NOTES = {
     "final": "test accuracy of the final epoch",
@@ -33,7 +26,6 @@ METRIC_NOTES = {
 }
 GATE_FORM = ("expected 'ARM OP ARM ± POINTS' or 'ARM OP NUMBER' with OP one of >=, >, <=, <, "
              "e.g. 'scratch-B >= fine-tuned - 0.5' or 'scratch-B >= 95'")
-_NO_REFERENCE_NEEDED = ("baseline", "winning-ticket", "random-init")
 _OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, ">": operator.gt, "<=": operator.le,
                                                    "<": operator.lt}
 _GATE = re.compile(r"^\s*(?P<arm>[A-Za-z][A-Za-z-]*)\s*(?P<op>>=|<=|>|<)\s*(?P<right>.*?)\s*$")
@@ -44,12 +36,7 @@ _RIGHT_ARM = re.compile(rf"^(?P<arm>[A-Za-z][A-Za-z-]*?)\s*(?:(?P<sign>[+-])\s*(
 
 def arm_name(text: str) -> str:
     """The canonical arm for a name or alias, case-insensitively: 'ft' → 'fine-tuned', 'SCRATCH-b' → 'scratch-B'."""
-    arm = ALIASES.get(text.strip().lower())
-    if arm is None:
-        close = difflib.get_close_matches(text.strip().lower(), list(ALIASES), n=1, cutoff=0.6)
-        hint = f"; did you mean '{ALIASES[close[0]]}'?" if close else ""
-        raise BadValueError(f"unknown arm '{text}'{hint} (valid: {', '.join(ARMS)})")
-    return arm
+    return arm_registry.arm_named(text).label
 
 
 def level_key(level: Any) -> str:
@@ -157,7 +144,7 @@ class CompareReport:
         return list(seen.values())
 
     def arms(self) -> list[str]:
-        return [a for a in ARMS if any(g.arm == a for g in self.groups)]
+        return [a for a in arm_registry.LABELS if any(g.arm == a for g in self.groups)]
 
     def group(self, level: Any, arm: str, shared: bool = True) -> Group | None:
         """The group of `arm` at `level`; with `shared`, runs without a level stand in when `level` has none."""
@@ -217,10 +204,11 @@ def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference
     for row in rows:
         buckets.setdefault((level_key(row["level"]), row["arm"]), []).append(row)
     groups = sorted((_group(b) for b in buckets.values()),
-                    key=lambda g: (_sort_key(g.level), ARMS.index(g.arm)))
+                    key=lambda g: (_sort_key(g.level), arm_registry.position(g.arm)))
     rep = CompareReport(datasets[0] if datasets else None, metric, reference, tuple(groups), notes=tuple(notes))
     rep = replace(rep, groups=tuple(_with_diff(rep, g) for g in groups))
-    if not any(g.arm == reference for g in groups) and any(g.arm not in _NO_REFERENCE_NEEDED for g in groups):
+    needs_reference = any(arm_registry.arm(g.arm).needs_reference for g in groups)
+    if needs_reference and not any(g.arm == reference for g in groups):
         rep = replace(rep, notes=(*rep.notes, f"no runs of the reference arm '{reference}'"))
     if gates:
         rep = rep.with_gates(evaluate_gates(rep, gates))
@@ -290,10 +278,11 @@ def _load(runs: Iterable[Run | str | Path], key: str) -> tuple[list[dict[str, An
         result = run.result()
         stage = str(result.get("stage") or run.stage)
         try:
-            arm = arm_name(str(result["arm"])) if result.get("arm") else STAGE_ARMS.get(stage)
+            found = (arm_registry.arm_named(str(result["arm"])) if result.get("arm")
+                     else arm_registry.arm_for_stage(stage))
         except BadValueError as err:
             raise ArtifactError(f"{run.path / paths.RESULT}: {err}") from None
-        if arm is None:
+        if found is None:
             other_stages.add(stage)
             continue
         run_id = str(result.get("id") or run.id)
@@ -304,7 +293,7 @@ def _load(runs: Iterable[Run | str | Path], key: str) -> tuple[list[dict[str, An
         for name in (key, "params", "flops", "epochs", "seed"):
             if result.get(name) is None:
                 raise ArtifactError(f"{run.path / paths.RESULT} has no '{name}'")
-        rows.append({**result, "arm": arm, "id": run_id, "level": result.get("level"), "acc": float(result[key]),
+        rows.append({**result, "arm": found.label, "id": run_id, "level": result.get("level"), "acc": float(result[key]),
                      "path": str(run.path)})
     if unfinished:
         notes.append(f"skipped {unfinished} unfinished run(s)")
@@ -329,7 +318,7 @@ def _group(rows: list[dict[str, Any]]) -> Group:
 
 
 def _with_diff(rep: CompareReport, group: Group) -> Group:
-    vs = CONTROLS.get(group.arm, rep.reference)
+    vs = arm_registry.arm(group.arm).control or rep.reference  # a winning ticket is always judged against random init
     ref = rep.group(group.level, vs) if vs != group.arm else None
     if ref is None:
         return group

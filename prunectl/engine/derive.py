@@ -8,15 +8,11 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import ScheduleSpec, TrainSpec
 from prunectl.data import verify_dataset
-from prunectl.engine.protocols import IMAGENET, protocol_for
+from prunectl.engine.protocols import IMAGENET, Protocol, protocol_of
 from prunectl.errors import BadValueError
+from prunectl.methods import method_facts
 from prunectl.models import Arch, build_model
 from prunectl.runs.store import Run
-
-# ImageNet methods whose scratch-B was capped by the paper: 2× the epochs once the FLOPs ratio reaches 2.
-CAPPED_METHODS = ("l1-norm", "thinet", "regression")
-# Fine-tuning epochs on ImageNet by method (DESIGN.md §4); CIFAR-style data use the protocol's 40.
-IMAGENET_FINETUNE = {"l1-norm": 20, "slimming": 5, "weight": 10}
 
 
 def reference_spec(run: Run) -> TrainSpec:
@@ -47,11 +43,19 @@ def method_of(run: Run) -> str | None:
     return prunes[0]["spec"]["method"] if prunes else None
 
 
-def finetune_epochs(dataset: str, method: str | None) -> int:
-    proto = protocol_for(dataset)
-    if proto is IMAGENET and method in IMAGENET_FINETUNE:
-        return IMAGENET_FINETUNE[method]
-    return proto.finetune_epochs
+def finetune_epochs(protocol: Protocol, method: str | None) -> int:
+    """The protocol's fine-tuning epochs; on ImageNet the method's own where its facts state them (the paper
+    fine-tuned l1-norm 20 epochs, slimming 5, weight-level 10)."""
+    facts = method_facts(method) if method else None
+    if protocol is IMAGENET and facts is not None and facts.imagenet_finetune_epochs is not None:
+        return facts.imagenet_finetune_epochs
+    return protocol.finetune_epochs
+
+
+def scratch_b_capped(protocol: Protocol, method: str | None) -> bool:
+    """Whether scratch-B follows the paper's ImageNet cap for `method` (its facts say so; never on CIFAR)."""
+    facts = method_facts(method) if method else None
+    return protocol is IMAGENET and facts is not None and facts.imagenet_scratch_b_capped
 
 
 def finetune_spec(pruned: Run, *, epochs: int | None = None, lr: float | None = None) -> TrainSpec:
@@ -62,12 +66,11 @@ def finetune_spec(pruned: Run, *, epochs: int | None = None, lr: float | None = 
     record = baseline_of(pruned)
     base = TrainSpec.from_dict(record["spec"])
     _verify_baseline_data(base, f"{record.get('stage', 'train')}-{record.get('id')}")
-    method = method_of(pruned)
-    proto = protocol_for(base.dataset)
+    proto = protocol_of(record)
     return TrainSpec(
         arch=pruned.arch(), dataset=base.dataset, data_fingerprint=base.data_fingerprint,
         optim=base.optim.replace(lr=lr if lr is not None else proto.finetune_lr),
-        schedule=ScheduleSpec.constant(epochs if epochs is not None else finetune_epochs(base.dataset, method)),
+        schedule=ScheduleSpec.constant(epochs if epochs is not None else finetune_epochs(proto, method_of(pruned))),
         seed=base.seed, stage="finetune", init="inherit", parent=pruned.id, masked=pruned.has(paths.MASK),
     )
 
@@ -80,22 +83,27 @@ def scratch_epochs(reference_epochs: int, flops_ratio: float, *, budget: Literal
     (243, 'int(160 × 1.5206) = 243')
     >>> scratch_epochs(90, 2.5, budget="B", imagenet_cap=True)
     (180, 'FLOPs ratio 2.5000 ≥ 2: 2 × 90 = 180 (ImageNet rule for l1-norm/ThiNet/regression)')
+
+    `imagenet_cap` is the paper's rule for some methods on ImageNet (`MethodFacts.imagenet_scratch_b_capped`).
+    The rule's text goes into the scratch spec, so it is part of the run id and never reworded.
     """
     if budget == "E":
         return reference_epochs, f"same epochs as the reference: {reference_epochs}"
     if imagenet_cap and flops_ratio >= 2:
         epochs = 2 * reference_epochs
         return epochs, (f"FLOPs ratio {flops_ratio:.4f} ≥ 2: 2 × {reference_epochs} = {epochs} "
-                        "(ImageNet rule for l1-norm/ThiNet/regression)")
+                        "(ImageNet rule for l1-norm/ThiNet/regression)")  # hashed into the spec: keep the text
     epochs = max(1, int(reference_epochs * flops_ratio))
     return epochs, f"int({reference_epochs} × {flops_ratio:.4f}) = {epochs}"
 
 
 def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int | None = None,
-                 add_finetune_epochs: bool = False) -> TrainSpec:
+                 add_finetune_epochs: bool = False, method: str | None = None) -> TrainSpec:
     """Random re-initialisation of a pruned architecture (dense re-init, then the mask, for weight-level),
     trained for the reference's epochs (E) or its FLOPs budget (B): int(epochs × FLOPs_ref / FLOPs_pruned),
-    counted sparse-aware for masks, lr milestones scaled with the epochs."""
+    counted sparse-aware for masks, lr milestones scaled with the epochs; on ImageNet the pruning method's facts
+    may cap it (`scratch_epochs`). `method` names the method an architecture file came from (a zoo entry's);
+    a pruned run's own lineage says it otherwise."""
     budget = budget.upper()
     if budget not in ("E", "B"):
         raise BadValueError(f"budget must be E or B, got '{budget}'")
@@ -110,10 +118,11 @@ def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int |
     flops_ref = count(build_model(ref.arch), ref.arch.input_size).flops
     flops_pruned = count(build_model(arch), arch.input_size, mask).flops
     ratio = flops_ref / flops_pruned
-    method = method_of(run) if run is not None else None
-    ft = finetune_epochs(ref.dataset, method) if add_finetune_epochs else 0
+    method = method_of(run) if run is not None else method
+    proto = protocol_of(reference.record)
+    ft = finetune_epochs(proto, method) if add_finetune_epochs else 0
     epochs, rule = scratch_epochs(ref.schedule.epochs + ft, ratio, budget=budget,  # type: ignore[arg-type]
-                                  imagenet_cap=protocol_for(ref.dataset) is IMAGENET and method in CAPPED_METHODS)
+                                  imagenet_cap=scratch_b_capped(proto, method))
     record = {"budget": budget, "rule": rule, "epochs": epochs, "reference": reference.id,
               "reference_epochs": ref.schedule.epochs, "finetune_epochs_added": ft, "flops_reference": flops_ref,
               "flops_pruned": flops_pruned, "flops_ratio": round(ratio, 6), "sparse_flops": mask is not None}

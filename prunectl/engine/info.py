@@ -7,8 +7,10 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.flops import FLOPS_LABEL, count
-from prunectl.data import dataset_shape
+from prunectl.data import DATASETS, dataset_shape, imagefolder, list_datasets, npzfile
+from prunectl.data.base import SMALL_IMAGE_MAX
 from prunectl.engine import zoo
+from prunectl.engine.protocols import choose_protocol, protocol_of
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import MODELS, Arch, build_model, default_arch
 from prunectl.runs.store import Run, open_run
@@ -54,6 +56,12 @@ def resolve_source(target: str) -> tuple[Arch, Run | None]:
     return arch, None
 
 
+def source_method(target: str) -> str | None:
+    """The pruning method a `zoo:NAME` architecture came from (its entry's `method`), so scratch-B can follow that
+    method's facts; None for anything else (a run's lineage names its own method)."""
+    return zoo.get_entry(zoo.entry_name(target)).method if zoo.is_zoo_ref(target) else None
+
+
 def resolve_run(target: str | Path) -> Run:
     """A run directory, or `zoo:NAME` for a zoo entry with weights (pulled into the run store, offline for
     packaged weights) — what every command that takes a run accepts."""
@@ -62,8 +70,41 @@ def resolve_run(target: str | Path) -> Run:
     return open_run(target)
 
 
+def protocol_info(target: str, dataset: str | None, run_path: Path | None) -> dict[str, str] | None:
+    """The training protocol that goes with `info`'s target, and why: the dataset's when one is given; a run's
+    recorded one (its own record or its lineage's), else its dataset's rule; a zoo entry's dataset's; else None."""
+    if dataset is not None:
+        return choose_protocol(dataset).to_dict()
+    if run_path is not None:
+        run = open_run(run_path)
+        for record in (run.record, *run.lineage()):
+            if isinstance(record.get("protocol"), dict):
+                return dict(record["protocol"])
+        data = run.record.get("spec", {}).get("dataset")
+        if data is None:
+            return None
+        return {"name": protocol_of(run.record).name,
+                "why": f"no protocol recorded; the rule for {data} when this run was made"}
+    if zoo.is_zoo_ref(target):
+        entry = zoo.get_entry(zoo.entry_name(target))
+        return choose_protocol(entry.dataset).to_dict()
+    return None
+
+
+def datasets_report() -> dict[str, Any]:
+    """The registered datasets with the protocol each follows, and the user-data forms with their options."""
+    rows = [{"name": n, "num_classes": DATASETS.get(n).num_classes, "input_size": list(DATASETS.get(n).input_size),
+             "protocol": DATASETS.get(n).protocol} for n in list_datasets()]
+    user = [{"name": "npz:PATH", "holds": npzfile.HOLDS, "options": dict(npzfile.OPTIONS)},
+            {"name": "imagefolder:PATH", "holds": imagefolder.HOLDS, "options": dict(imagefolder.OPTIONS)}]
+    rule = (f"your own data states a default: images of at most {SMALL_IMAGE_MAX} px a side follow the CIFAR-style "
+            "protocol, larger ones the ImageNet protocol; image size and channels are read from the data")
+    return {"datasets": rows, "user_data": user, "protocol_rule": rule}
+
+
 def info(target: str, dataset: str | None = None) -> dict[str, Any]:
-    """Params, FLOPs (multiply-adds, conv + linear) and per-layer rows; sparse-aware for masked runs."""
+    """Params, FLOPs (multiply-adds, conv + linear) and per-layer rows; sparse-aware for masked runs; the
+    training protocol where a dataset is known (`protocol_info`)."""
     arch, run_path = resolve_arch(target, dataset)
     model = build_model(arch)
     masks = None
@@ -81,6 +122,7 @@ def info(target: str, dataset: str | None = None) -> dict[str, Any]:
         "dense_params": counts.dense_params,
         "dense_flops": counts.dense_flops,
         "flops_unit": FLOPS_LABEL,
+        "protocol": protocol_info(target, dataset, run_path),
         "layers": [
             {"name": r.name, "type": r.kind, "shape": r.shape, "params": r.params, "flops": r.flops,
              "density": r.density}

@@ -11,8 +11,9 @@ from typing import Any
 from prunectl import paths
 from prunectl.core.hparams import ScheduleSpec, TrainSpec
 from prunectl.core.spec import Spec, check, helptext
+from prunectl.engine.arms import arm
 from prunectl.engine.derive import reference_spec
-from prunectl.engine.protocols import protocol_for
+from prunectl.engine.protocols import Protocol, protocol_of
 from prunectl.engine.prune import prune, prune_spec
 from prunectl.engine.train import train
 from prunectl.errors import ArtifactError, BadValueError
@@ -20,6 +21,8 @@ from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
 
 STRUCTURES = {"weight": "weight", "filter": "l1-mask"}
+TICKET_STAGE = arm("winning-ticket").stage
+CONTROL_STAGE = arm("random-init").stage
 
 
 @dataclass(frozen=True)
@@ -111,9 +114,9 @@ def lottery(baseline: Run, settings: LotterySettings, *, data_dir: str | Path | 
     for r, rate in enumerate(settings.rates(), start=1):
         pruned = prune(parent, prune_spec(parent, method, {"ratio": rate, **settings.method_settings()}),
                        data_dir=data_dir, device=device, note=note)
-        ticket = train(_ticket_spec(base, pruned, settings), parent=pruned, rewind_source=baseline,
+        ticket = train(_ticket_spec(base, pruned, settings, protocol_of(baseline.record)), parent=pruned, rewind_source=baseline,
                        data_dir=data_dir, device=device, progress=_bar(progress, f"round {r} ticket"))
-        control = base.replace(stage="random-init", init="random", parent=pruned.id, masked=True,
+        control = base.replace(stage=CONTROL_STAGE, init="random", parent=pruned.id, masked=True,
                                density_scaled_init=True, seed=control_seed(base.seed, r), save_init=False,
                                snapshot_epochs=())
         random = train(control, parent=pruned, data_dir=data_dir, device=device,
@@ -123,13 +126,13 @@ def lottery(baseline: Run, settings: LotterySettings, *, data_dir: str | Path | 
     return out
 
 
-def _ticket_spec(base: TrainSpec, pruned: Run, settings: LotterySettings) -> TrainSpec:
+def _ticket_spec(base: TrainSpec, pruned: Run, settings: LotterySettings, proto: Protocol) -> TrainSpec:
     common = {"parent": pruned.id, "masked": True, "save_init": True, "snapshot_epochs": ()}
     if settings.rewind == "finetune":
-        proto = protocol_for(base.dataset)
-        return base.replace(stage="finetune", init="inherit", optim=base.optim.replace(lr=proto.finetune_lr),
+        return base.replace(stage=arm("fine-tuned").stage, init="inherit",
+                            optim=base.optim.replace(lr=proto.finetune_lr),
                             schedule=ScheduleSpec.constant(proto.finetune_epochs), **common)
-    return base.replace(stage="ticket", init="rewind", rewind_to=settings.rewind, **common)
+    return base.replace(stage=TICKET_STAGE, init="rewind", rewind_to=settings.rewind, **common)
 
 
 def _bar(progress: Callable[[str], Callable[[Progress], None] | None] | None,

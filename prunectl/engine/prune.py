@@ -12,7 +12,7 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec
 from prunectl.core.io import save_tensors, write_json
-from prunectl.core.spec import Spec, register_spec
+from prunectl.core.spec import Spec, register_spec, settings_from
 from prunectl.data import load_dataset, verify_dataset
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods import PruneContext, get_method
@@ -39,13 +39,7 @@ class PruneSpec(Spec):
 def prune_spec(baseline: Run, method: str, settings: Mapping[str, Any] | Spec) -> PruneSpec:
     """The spec of pruning `baseline` (validates the settings against the method's dataclass)."""
     impl = get_method(method)
-    if isinstance(settings, Spec):
-        parsed = settings
-    else:
-        try:
-            parsed = impl.settings(**settings)
-        except TypeError as err:
-            raise BadValueError(f"method '{method}' does not take {err}".replace("__init__() got an ", "")) from None
+    parsed = settings if isinstance(settings, Spec) else settings_from(impl.settings, settings, f"method '{method}'")
     base = _train_spec(baseline)
     return PruneSpec(parent=baseline.id, method=method, settings=parsed.to_dict(omit_defaults=True),
                      dataset=base.dataset, seed=base.seed)

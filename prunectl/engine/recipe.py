@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from prunectl import paths
-from prunectl.core.spec import Spec, check
+from prunectl.core.spec import Spec, check, settings_from
+from prunectl.engine.arms import Arm, arm_named, recipe_arms
 from prunectl.engine.derive import finetune_spec, scratch_spec
 from prunectl.engine.lottery import LotterySettings, lottery
 from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import baseline_spec, train
-from prunectl.errors import ArtifactError, UnknownNameError
+from prunectl.engine.train import TrainSpec, baseline_spec, train
+from prunectl.errors import ArtifactError, BadValueError, UnknownNameError
+from prunectl.methods import get_method
 from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
 
-ARMS = ("fine-tuned", "scratch-E", "scratch-B")
-LOTTERY_ARMS = ("winning-ticket", "random-init")
 BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity")
 
 
@@ -62,14 +62,27 @@ class Recipe(Spec):
         check(len(self.seeds) >= 1, f"recipe '{self.name}' needs at least one seed")
         check(len(set(self.seeds)) == len(self.seeds), f"recipe '{self.name}' repeats a seed")
         check(bool(self.prune) != bool(self.lottery), f"recipe '{self.name}' needs either [prune] or [lottery]")
-        allowed = LOTTERY_ARMS if self.lottery else ARMS
-        if not self.arms:
-            object.__setattr__(self, "arms", allowed)
-        unknown = [a for a in self.arms if a not in allowed]
-        check(not unknown, f"recipe '{self.name}': unknown arm(s) {unknown}; arms are {', '.join(allowed)}")
+        kind = "lottery" if self.lottery else "prune"
+        allowed = [a.label for a in recipe_arms(kind)]
+        try:  # labels or aliases, kept as canonical labels in the registry's order
+            given = {arm_named(a).label for a in self.arms} if self.arms else set(allowed)
+        except BadValueError as err:
+            raise BadValueError(f"recipe '{self.name}': {err}") from None
+        wrong = sorted(given - set(allowed))
+        check(not wrong, f"recipe '{self.name}': a {kind} recipe does not run arm(s) {wrong}; its arms are "
+                         f"{', '.join(allowed)}")
+        object.__setattr__(self, "arms", tuple(a for a in allowed if a in given))
         check(bool(self.lottery) or "method" in self.prune, f"recipe '{self.name}': [prune] needs a method")
+        if self.prune:
+            self.method_settings()  # validates the [prune] table like `prune --set`
         bad = sorted(set(self.baseline) - set(BASELINE_KEYS))
         check(not bad, f"recipe '{self.name}': [baseline] does not take {bad}; it takes {', '.join(BASELINE_KEYS)}")
+
+    def method_settings(self) -> Spec:
+        """The [prune] table (all but `method`) as the method's settings, validated by its dataclass."""
+        method = str(self.prune["method"])
+        values = {k: v for k, v in self.prune.items() if k != "method"}
+        return settings_from(get_method(method).settings, values, f"recipe '{self.name}' [prune]: method '{method}'")
 
 
 def builtin_recipes() -> list[str]:
@@ -114,7 +127,6 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
     baseline's epochs (scratch-E) and FLOPs budget (scratch-B). `progress(label)` gives a trainer callback.
     """
     out = RecipeRuns()
-    settings = {k: v for k, v in recipe.prune.items() if k != "method"}
     lottery_settings = LotterySettings.from_dict(recipe.lottery) if recipe.lottery else None
     for seed in recipe.seeds:
         def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
@@ -131,15 +143,24 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
             out.pruned.extend(r.pruned for r in runs.rounds)
             out.arms.extend(runs.arm_runs())
             continue
-        pruned = prune(base, prune_spec(base, recipe.prune["method"], settings), data_dir=data_dir,
+        pruned = prune(base, prune_spec(base, recipe.prune["method"], recipe.method_settings()), data_dir=data_dir,
                        device=device, note=note)
         out.pruned.append(pruned)
-        if "fine-tuned" in recipe.arms:
-            ft = finetune_spec(pruned, **dict(recipe.finetune))
-            out.arms.append(train(ft, parent=pruned, data_dir=data_dir, device=device, progress=bar("fine-tune")))
-        for budget in ("E", "B"):
-            if f"scratch-{budget}" in recipe.arms:
-                sc = scratch_spec(pruned, base, budget=budget, **dict(recipe.scratch))
-                out.arms.append(train(sc, parent=pruned, data_dir=data_dir, device=device,
-                                      progress=bar(f"scratch-{budget}")))
+        for arm in recipe_arms("prune"):
+            if arm.label in recipe.arms:
+                spec = _arm_spec(arm, recipe, base, pruned)
+                out.arms.append(train(spec, parent=pruned, data_dir=data_dir, device=device,
+                                      progress=bar(_BAR_LABELS.get(arm.label, arm.label))))
     return out
+
+
+_BAR_LABELS = {"fine-tuned": "fine-tune"}
+
+
+def _arm_spec(arm: Arm, recipe: Recipe, baseline: Run, pruned: Run) -> TrainSpec:
+    """The spec of one arm of a prune recipe, by the arm's `derive` (see `prunectl.engine.arms.Arm`)."""
+    if arm.derive == "finetune":
+        return finetune_spec(pruned, **dict(recipe.finetune))
+    if arm.derive == "scratch":
+        return scratch_spec(pruned, baseline, budget=str(arm.budget), **dict(recipe.scratch))
+    raise ArtifactError(f"recipe '{recipe.name}': no way to derive arm {arm.label} ({arm.derive})")

@@ -12,11 +12,12 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.core.io import save_tensors, write_json
-from prunectl.data import Dataset, canonical_dataset, dataset_shape, load_dataset, verify_dataset
-from prunectl.engine.protocols import protocol_for
+from prunectl.data import Dataset, canonical_dataset, dataset_facts, load_dataset, verify_dataset
+from prunectl.engine.arms import arm_for_stage
+from prunectl.engine.protocols import PROTOCOLS
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import ArchModel, build_model, default_arch
-from prunectl.runs.store import Run, load_weights, prepare_run, run_location, write_lineage
+from prunectl.runs.store import Run, load_weights, prepare_run, record_protocol, run_location, write_lineage
 from prunectl.training.trainer import Hooks, Progress, Trainer
 
 
@@ -24,16 +25,17 @@ def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: fl
                   batch_size: int | None = None, weight_decay: float | None = None,
                   momentum: float | None = None, seed: int = 0, sparsity: float = 0.0,
                   data_dir: str | Path | None = None, **model_options: Any) -> TrainSpec:
-    """The spec of a baseline run: the dataset's paper protocol, with any value the caller overrides.
+    """The spec of a baseline run: the protocol the dataset follows (`dataset_facts`: its registration's, or for
+    user data the default inferred from its images), with any value the caller overrides.
 
     >>> spec = baseline_spec("smallcnn", "mnist5k", epochs=2)
     >>> spec.schedule.epochs, spec.optim.lr
     (2, 0.1)
     """
     dataset, fingerprint = canonical_dataset(dataset, data_dir)
-    num_classes, input_size = dataset_shape(dataset, data_dir=data_dir)
-    proto = protocol_for(dataset)
-    arch = default_arch(model, num_classes=num_classes, input_size=input_size, **model_options)
+    facts = dataset_facts(dataset, data_dir=data_dir)
+    proto = PROTOCOLS[facts.protocol.name]
+    arch = default_arch(model, num_classes=facts.num_classes, input_size=facts.input_size, **model_options)
     optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
     schedule = _override(proto.schedule, epochs=epochs)
     return TrainSpec(arch=arch, dataset=dataset, data_fingerprint=fingerprint, optim=optim, schedule=schedule,
@@ -47,18 +49,21 @@ def _override(spec: Any, **values: Any) -> Any:
 def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None = None,
           rewind_source: Run | None = None, data_dir: str | Path | None = None, download: bool = False,
           device: str | None = None, progress: Callable[[Progress], None] | None = None,
-          data: Dataset | None = None) -> Run:
+          data: Dataset | None = None, note: Callable[[str], None] | None = None) -> Run:
     """Run (or resume, or reuse) the training that `spec` describes; returns its finished run directory.
 
     `parent` is the run the spec derives from (weights to inherit, mask to keep); `rewind_source` is the
     baseline whose saved weights a lottery ticket rewinds to. A user dataset is checked against the spec's
-    fingerprint first, for a stored run too: a changed file is an error, not a silently reused run.
+    fingerprint first, for a stored run too: a changed file is an error, not a silently reused run. `note`
+    hears, once everything is checked and just before training starts, which protocol the data follows and why.
     """
     _verify_data(spec, out)
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
         return run
     data = data or load_dataset(spec.dataset, data_dir=data_dir, download=download)
+    if data.protocol is not None:
+        record_protocol(run, data.protocol.to_dict())
     _check_fits(spec, data)
     model, masks = _initial_model(spec, parent, rewind_source)
     if parent is not None:
@@ -69,6 +74,8 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init,
                   snapshot_epochs=spec.snapshot_epochs, progress=progress)
     trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, hooks, device, spec.augment)
+    if note is not None and data.protocol is not None:
+        note(f"protocol: {data.protocol.name} ({data.protocol.why})")
     summary = trainer.fit()
     finish(run, model, summary, spec, masks)
     return run
@@ -91,14 +98,16 @@ def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
     save_tensors(run.file(paths.MODEL), model.state_dict())
     counts = count(model, model.input_size, masks)
     result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
-              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": ARMS.get(spec.stage),
+              "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": _arm_label(spec.stage),
               "level": _level(run, masks), "threads": torch.get_num_threads()}
     write_json(run.file(paths.RESULT), result)
     run.file(paths.CHECKPOINT).unlink(missing_ok=True)
 
 
-ARMS = {"train": "baseline", "finetune": "fine-tuned", "scratch-e": "scratch-E", "scratch-b": "scratch-B",
-        "ticket": "winning-ticket", "random-init": "random-init"}
+def _arm_label(stage: str) -> str | None:
+    """The comparison arm a run of this stage belongs to (`prunectl.engine.arms`), written into result.json."""
+    found = arm_for_stage(stage)
+    return found.label if found is not None else None
 
 
 def _level(run: Run, masks: dict[str, torch.Tensor] | None) -> dict[str, Any] | None:
@@ -108,7 +117,8 @@ def _level(run: Run, masks: dict[str, torch.Tensor] | None) -> dict[str, Any] | 
     if not prunes:
         return None
     level = {"method": prunes[0]["spec"]["method"], **prunes[0]["spec"]["settings"]}  # settings as given
-    if len(prunes) > 1 or run.stage in ("ticket", "random-init"):
+    arm = arm_for_stage(run.stage)
+    if len(prunes) > 1 or (arm is not None and arm.recipe == "lottery"):
         level["round"] = len(prunes)
     if masks:
         level["remaining"] = round(sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()), 6)

@@ -5,11 +5,14 @@ from prunectl.methods import l1norm, slimming, weight  # noqa: E402,F401,I001
 from prunectl.methods.base import (
     METHODS,
     Method,
+    MethodFacts,
     PruneContext,
     PruneOutcome,
     get_method,
     list_methods,
+    method_facts,
     register_method,
 )
 
-__all__ = ["METHODS", "Method", "PruneContext", "PruneOutcome", "get_method", "list_methods", "register_method"]
+__all__ = ["METHODS", "Method", "MethodFacts", "PruneContext", "PruneOutcome", "get_method", "list_methods",
+           "method_facts", "register_method"]

@@ -1,8 +1,9 @@
-"""What a pruning method is: its settings dataclass, its `prune()` step, and the method registry."""
+"""What a pruning method is: its facts, its settings dataclass, its `prune()` step, and the method registry."""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -14,6 +15,29 @@ from prunectl.core.spec import Spec
 from prunectl.data import Dataset
 from prunectl.models import ArchModel
 from prunectl.structure import StructureEdit
+
+
+@dataclass(frozen=True)
+class MethodFacts:
+    """What the protocol, the zoo and `prunectl methods` need to know about a method, stated once on its class.
+
+    The ImageNet numbers follow the Rethinking paper's experiments (Liu et al., ICLR 2019, and its released code;
+    see docs/scratch-budgets.md): fine-tuning epochs per method, and whether scratch-B is capped (FLOPs ratio ≥ 2
+    → twice the baseline's epochs, else int(epochs × ratio)) or plain int(epochs × ratio). CIFAR-style data use
+    the protocol's numbers for every method.
+    """
+
+    name: str
+    structured: bool  # True: a physically smaller dense network; False: a mask on the full-size one
+    summary: str  # one line for `prunectl methods`
+    citation: str  # the paper that defines the method
+    needs_data: bool = False  # prune() reads training data (e.g. sampled activations)
+    trains: bool = False  # the method acts during training, not only in prune() (e.g. a penalty)
+    imagenet_finetune_epochs: int | None = None  # None: the ImageNet protocol's default
+    imagenet_scratch_b_capped: bool = False  # ImageNet scratch-B: FLOPs ratio ≥ 2 → 2 × epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -45,18 +69,26 @@ class PruneOutcome:
 
 
 class Method(abc.ABC):
-    """A pruning method. Subclasses set `name`, `structured`, `settings` (their own frozen `Spec` dataclass)
-    and implement `prune`, which must not modify its input model.
+    """A pruning method. Subclasses set `facts` (a `MethodFacts`), `settings` (their own frozen `Spec` dataclass)
+    and implement `prune`, which must not modify its input model. `name`, `structured` and `summary` are read
+    from `facts` (set on the class when it is defined), so they are never written twice.
 
     >>> from prunectl.methods import get_method
     >>> method = get_method("weight")
     >>> outcome = method.prune(model, method.settings(ratio=0.5), PruneContext())   # doctest: +SKIP
     """
 
-    name: ClassVar[str]
-    structured: ClassVar[bool]
+    facts: ClassVar[MethodFacts]
+    name: ClassVar[str]  # facts.name
+    structured: ClassVar[bool]  # facts.structured
+    summary: ClassVar[str]  # facts.summary
     settings: ClassVar[type[Spec]]
-    summary: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        facts = cls.__dict__.get("facts")
+        if facts is not None:
+            cls.name, cls.structured, cls.summary = facts.name, facts.structured, facts.summary
 
     @abc.abstractmethod
     def prune(self, model: ArchModel, settings: Any, context: PruneContext) -> PruneOutcome:
@@ -67,7 +99,9 @@ METHODS: Registry[type[Method]] = Registry("pruning method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    METHODS.add(cls.name, cls)
+    if not isinstance(cls.__dict__.get("facts"), MethodFacts):
+        raise TypeError(f"{cls.__name__} needs a `facts = MethodFacts(...)` class attribute")
+    METHODS.add(cls.facts.name, cls)
     return cls
 
 
@@ -78,3 +112,9 @@ def get_method(name: str) -> Method:
 
 def list_methods(pattern: str = "*") -> list[str]:
     return METHODS.names(pattern)
+
+
+def method_facts(name: str) -> MethodFacts | None:
+    """The facts of the method registered as `name`, or None for a name no registered method has (a zoo entry
+    may name a method whose implementation is not part of this version)."""
+    return METHODS.get(name).facts if name in METHODS else None

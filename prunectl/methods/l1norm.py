@@ -8,7 +8,7 @@ from typing import Any
 
 from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import BadValueError
-from prunectl.methods.base import Method, PruneContext, PruneOutcome, register_method
+from prunectl.methods.base import Method, MethodFacts, PruneContext, PruneOutcome, register_method
 from prunectl.models import ArchModel, default_arch
 from prunectl.models.cifar_resnet import cifar_resnet_arch
 from prunectl.models.cifar_vgg import VGG_CFGS
@@ -148,10 +148,12 @@ class L1NormFilter(Method):
     ('vgg16-l1-A', 32)
     """
 
-    name = "l1-norm"
-    structured = True
+    facts = MethodFacts(
+        name="l1-norm", structured=True,
+        summary="L1-norm filter pruning: predefined per-layer widths, the smallest-|w| filters removed",
+        citation="Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017",
+        imagenet_finetune_epochs=20, imagenet_scratch_b_capped=True)
     settings = L1NormSettings
-    summary = "L1-norm filter pruning (Li et al. 2017): predefined per-layer widths, smallest filters removed"
 
     def prune(self, model: ArchModel, settings: L1NormSettings, context: PruneContext) -> PruneOutcome:
         keep = select_filters(model, settings)

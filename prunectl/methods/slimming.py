@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from prunectl.core.spec import Spec, check, helptext
-from prunectl.methods.base import Method, PruneContext, PruneOutcome, register_method
+from prunectl.methods.base import Method, MethodFacts, PruneContext, PruneOutcome, register_method
 from prunectl.models import ArchModel
 from prunectl.structure import (
     ChannelGroup,
@@ -90,10 +90,12 @@ class SlimmingPruner(Method):
     ('smallcnn-slim0.5', ['features.0', 'features.4', 'features.8', 'features.12'])
     """
 
-    name = "slimming"
-    structured = True
+    facts = MethodFacts(
+        name="slimming", structured=True, trains=True,
+        summary="Network Slimming: an L1 penalty on BN scales in training, then one global |gamma| threshold",
+        citation="Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017",
+        imagenet_finetune_epochs=5)
     settings = SlimmingSettings
-    summary = "Network Slimming (Liu et al. 2017): global threshold on |BN scale|, trained with --sparsity"
 
     def prune(self, model: ArchModel, settings: SlimmingSettings, context: PruneContext) -> PruneOutcome:
         scored_groups(model)  # refuse an unsupported model before any remark

@@ -11,7 +11,7 @@ from torch import nn
 
 from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import BadValueError
-from prunectl.methods.base import Method, PruneContext, PruneOutcome, register_method
+from prunectl.methods.base import Method, MethodFacts, PruneContext, PruneOutcome, register_method
 from prunectl.models import ArchModel
 from prunectl.structure import offers
 
@@ -84,10 +84,12 @@ class WeightMagnitude(Method):
     training. With `context.mask` (lottery rounds), `ratio` is a fraction of the weights still alive.
     """
 
-    name = "weight"
-    structured = False
+    facts = MethodFacts(
+        name="weight", structured=False,
+        summary="weight-level magnitude pruning: one global threshold over conv weights, kept as a mask",
+        citation="Han et al., Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015",
+        imagenet_finetune_epochs=10)
     settings = WeightSettings
-    summary = "weight-level magnitude pruning (Han et al. 2015), global threshold"
 
     def prune(self, model: ArchModel, settings: WeightSettings, context: PruneContext) -> PruneOutcome:
         pruned, mask, total, kept = masked_copy(
@@ -130,10 +132,11 @@ class FilterMask(Method):
     every conv layer masks `ratio` of its remaining filters, so whole filters are zero but shapes stay.
     """
 
-    name = "l1-mask"
-    structured = False
+    facts = MethodFacts(
+        name="l1-mask", structured=False,
+        summary="L1-norm filter masks on the full-size network (the structured lottery tickets)",
+        citation="Li et al., ICLR 2017, as masks for Frankle & Carbin's lottery tickets (ICLR 2019)")
     settings = FilterMaskSettings
-    summary = "L1-norm filter masks on the full-size network (structured lottery tickets)"
 
     def prune(self, model: ArchModel, settings: FilterMaskSettings, context: PruneContext) -> PruneOutcome:
         prior = context.mask or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,14 @@ def open_run(path: str | Path) -> Run:
 def write_lineage(run: Run, parent: Run) -> None:
     """Record `parent` and its ancestors in `run` so the provenance survives on disk."""
     write_json(run.file(paths.LINEAGE), [parent.record, *parent.lineage()])
+
+
+def record_protocol(run: Run, protocol: Mapping[str, str]) -> None:
+    """Keep the training protocol the run's data follows, and why, in its spec.json (`"protocol"`, beside the
+    spec and not part of the hashed spec, so it never changes the run's id)."""
+    record = run.record
+    if record.get("protocol") != dict(protocol):
+        write_json(run.file(paths.SPEC), {**record, "protocol": dict(protocol)})
 
 
 def run_location(spec: Spec, stage: str, out: str | Path | None) -> Path:
