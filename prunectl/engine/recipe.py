@@ -9,18 +9,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from prunectl.core.hparams import MethodTraining
 from prunectl.core.spec import Spec, check
 from prunectl.engine.derive import finetune_spec, scratch_spec
 from prunectl.engine.lottery import LotterySettings, lottery
 from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import baseline_spec, train
+from prunectl.engine.train import baseline_spec, method_training, train
 from prunectl.errors import ArtifactError, UnknownNameError
 from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
 
 ARMS = ("fine-tuned", "scratch-E", "scratch-B")
 LOTTERY_ARMS = ("winning-ticket", "random-init")
-BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity")
+# `sparsity` is short for [baseline.training] method = "slimming", sparsity = S.
+BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity", "training")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Recipe(Spec):
         arms = ["fine-tuned", "scratch-E", "scratch-B"]
         [baseline]            # overrides of the dataset's protocol: epochs, lr, batch_size, weight_decay, ...
         epochs = 8
+        [baseline.training]   # optional: a method acting during training, and its training settings
+        method = "slimming"   # (Network Slimming's `sparsity = 1e-4` directly under [baseline] is the same)
+        sparsity = 1e-4
         [prune]               # the method and its settings
         method = "l1-norm"
         ratio = 0.5
@@ -70,6 +75,17 @@ class Recipe(Spec):
         check(bool(self.lottery) or "method" in self.prune, f"recipe '{self.name}': [prune] needs a method")
         bad = sorted(set(self.baseline) - set(BASELINE_KEYS))
         check(not bad, f"recipe '{self.name}': [baseline] does not take {bad}; it takes {', '.join(BASELINE_KEYS)}")
+        if "training" in self.baseline:
+            self.baseline_training()  # a bad method or setting is an error when the recipe loads
+
+    def baseline_training(self) -> MethodTraining | None:
+        """The `[baseline.training]` table as a validated MethodTraining (None without one)."""
+        table = self.baseline.get("training")
+        if table is None:
+            return None
+        check(isinstance(table, Mapping) and isinstance(table.get("method"), str),
+              f"recipe '{self.name}': [baseline.training] needs method = \"NAME\" and the method's settings")
+        return method_training(table["method"], {k: v for k, v in table.items() if k != "method"})
 
 
 def builtin_recipes() -> list[str]:
@@ -120,8 +136,9 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
         def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
             return progress(f"seed {seed} {label}") if progress else None
 
-        spec = baseline_spec(recipe.model, recipe.dataset, seed=seed, data_dir=data_dir, **dict(recipe.baseline),
-                             **dict(recipe.model_options))
+        overrides = {k: v for k, v in recipe.baseline.items() if k != "training"}
+        spec = baseline_spec(recipe.model, recipe.dataset, seed=seed, data_dir=data_dir, **overrides,
+                             training=recipe.baseline_training(), **dict(recipe.model_options))
         if lottery_settings is not None:
             spec = spec.replace(save_init=True, snapshot_epochs=lottery_settings.snapshot_epochs())
         base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))

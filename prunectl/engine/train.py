@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,32 +10,81 @@ import torch
 
 from prunectl import paths
 from prunectl.core.flops import count
-from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
+from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec, TrainSpec, slimming_training
 from prunectl.core.io import save_tensors, write_json
+from prunectl.core.spec import Spec, settings_from
 from prunectl.data import Dataset, dataset_shape, load_dataset
 from prunectl.engine.protocols import protocol_for
 from prunectl.errors import ArtifactError, BadValueError
+from prunectl.methods import get_method
 from prunectl.models import ArchModel, build_model, default_arch
 from prunectl.runs.store import Run, load_weights, prepare_run, write_lineage
-from prunectl.training.trainer import Hooks, Progress, Trainer
+from prunectl.training.hooks import KeepMasks, TrainingBehaviour
+from prunectl.training.trainer import Progress, Trainer
 
 
 def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,
                   batch_size: int | None = None, weight_decay: float | None = None,
                   momentum: float | None = None, seed: int = 0, sparsity: float = 0.0,
-                  data_dir: str | Path | None = None, **model_options: Any) -> TrainSpec:
+                  training: MethodTraining | None = None, data_dir: str | Path | None = None,
+                  **model_options: Any) -> TrainSpec:
     """The spec of a baseline run: the dataset's paper protocol, with any value the caller overrides.
+
+    `training` is a method acting during training (validated here against the method's training settings);
+    `sparsity=S` is short for Network Slimming's `MethodTraining("slimming", {"sparsity": S})`.
 
     >>> spec = baseline_spec("smallcnn", "mnist5k", epochs=2)
     >>> spec.schedule.epochs, spec.optim.lr
     (2, 0.1)
+    >>> baseline_spec("smallcnn", "mnist5k", sparsity=1e-4).training
+    MethodTraining(method='slimming', settings={'sparsity': 0.0001})
     """
+    if sparsity and training is not None:
+        raise BadValueError("give either sparsity (Network Slimming's shortcut) or a training method, not both")
+    if sparsity < 0:
+        raise BadValueError(f"sparsity must be >= 0, got {sparsity}")
+    training = method_training(training) if training is not None else slimming_training(sparsity)
     num_classes, input_size = dataset_shape(dataset, data_dir=data_dir)
     proto = protocol_for(dataset)
     arch = default_arch(model, num_classes=num_classes, input_size=input_size, **model_options)
     optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
     schedule = _override(proto.schedule, epochs=epochs)
-    return TrainSpec(arch=arch, dataset=dataset, optim=optim, schedule=schedule, seed=seed, sparsity=sparsity)
+    return TrainSpec(arch=arch, dataset=dataset, optim=optim, schedule=schedule, seed=seed, training=training)
+
+
+def method_training(training: MethodTraining | str, settings: Mapping[str, Any] | None = None) -> MethodTraining:
+    """A method's training, validated by its `training_settings` and normalised (defaults omitted), so equal
+    settings give equal run ids: `method_training("slimming", {"sparsity": 1e-4})`.
+
+    An unknown method, a method that does not act during training, or an unknown or ill-typed setting is a
+    one-line BadValueError naming what is valid.
+    """
+    if isinstance(training, MethodTraining):
+        name, values = training.method, dict(training.settings) if settings is None else settings
+    else:
+        name, values = training, settings or {}
+    parsed = _training_settings(name, values)
+    return MethodTraining(name, parsed.to_dict(omit_defaults=True))
+
+
+def _training_settings(name: str, values: Mapping[str, Any]) -> Spec:
+    method = get_method(name)
+    if method.training_settings is None:
+        raise BadValueError(f"method '{name}' does not act during training (it only prunes a trained model)")
+    return settings_from(method.training_settings, values, f"training of method '{name}'")
+
+
+def behaviours_for(spec: TrainSpec, model: ArchModel,
+                   masks: Mapping[str, torch.Tensor] | None = None) -> list[TrainingBehaviour]:
+    """What the trainer applies for `spec`: the method's training behaviour, then the kept mask (last, so a
+    masked weight's gradient stays zero whatever a method added to it)."""
+    behaviours: list[TrainingBehaviour] = []
+    if spec.training is not None:
+        settings = _training_settings(spec.training.method, spec.training.settings)
+        behaviours.append(get_method(spec.training.method).training(settings, model))
+    if masks is not None:
+        behaviours.append(KeepMasks(masks))
+    return behaviours
 
 
 def _override(spec: Any, **values: Any) -> Any:
@@ -51,6 +100,8 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     `parent` is the run the spec derives from (weights to inherit, mask to keep); `rewind_source` is the
     baseline whose saved weights a lottery ticket rewinds to.
     """
+    if spec.training is not None:  # a bad method or setting fails before anything is written
+        _training_settings(spec.training.method, spec.training.settings)
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
         return run
@@ -62,9 +113,9 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     write_json(run.file(paths.ARCH), model.to_arch().to_dict())
     if masks is not None:
         save_tensors(run.file(paths.MASK), masks)
-    hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init,
-                  snapshot_epochs=spec.snapshot_epochs, progress=progress)
-    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, hooks, device, spec.augment)
+    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, behaviours_for(spec, model, masks),
+                      device=device, augment=spec.augment, save_init=spec.save_init,
+                      snapshot_epochs=spec.snapshot_epochs, progress=progress)
     summary = trainer.fit()
     finish(run, model, summary, spec, masks)
     return run
@@ -146,4 +197,5 @@ def _rewind(model: ArchModel, spec: TrainSpec, parent: Run | None, source: Run |
     load_weights(model, source.weights(name), source.file(name))
 
 
-__all__ = ["OptimSpec", "ScheduleSpec", "TrainSpec", "baseline_spec", "finish", "train"]
+__all__ = ["MethodTraining", "OptimSpec", "ScheduleSpec", "TrainSpec", "baseline_spec", "behaviours_for", "finish",
+           "method_training", "train"]
