@@ -210,8 +210,9 @@ class Trainer:
         meta = {"epoch": str(state.epoch), "wall_seconds": repr(state.wall_seconds),
                 "history": json.dumps(state.history), "param_groups": json.dumps(optim["param_groups"]),
                 "behaviours": json.dumps([type(b).__name__ for b in self.behaviours])}
-        save_tensors(self.run_dir / paths.CHECKPOINT, tensors, metadata=meta)
+        # metrics first: whoever sees a checkpoint also finds the metrics of its epochs (resume rewrites them)
         self._write_metrics(state.history)
+        save_tensors(self.run_dir / paths.CHECKPOINT, tensors, metadata=meta)
 
     def _load_checkpoint(self, ckpt: Path) -> _State:
         tensors, meta = load_tensors(ckpt), tensors_metadata(ckpt)
