@@ -106,7 +106,7 @@ def test_epoch_hook_runs_once_per_epoch_before_evaluation(tmp_path, mnist):
     calls = []
 
     class AtEpochEnd(TrainingBehaviour):
-        def on_epoch_end(self, model, epoch):
+        def on_epoch_end(self, model, epoch, epochs):
             calls.append((epoch, len(json_lines(tmp_path / paths.METRICS))))
 
     trainer = _trainer(tmp_path, mnist, [AtEpochEnd()], epochs=2)

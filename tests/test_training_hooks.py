@@ -58,7 +58,7 @@ class Recorder(TrainingBehaviour):
         self.starts = 0
         self.backwards = 0
         self.step_lrs: list[float] = []
-        self.epochs: list[int] = []
+        self.epochs: list[tuple[int, int]] = []
 
     def on_train_start(self, model):
         self.starts += 1
@@ -70,8 +70,8 @@ class Recorder(TrainingBehaviour):
     def after_step(self, model, lr):
         self.step_lrs.append(lr)
 
-    def on_epoch_end(self, model, epoch):
-        self.epochs.append(epoch)
+    def on_epoch_end(self, model, epoch, epochs):
+        self.epochs.append((epoch, epochs))
 
 
 class BlockScales(TrainingBehaviour):
@@ -102,10 +102,12 @@ class BlockScales(TrainingBehaviour):
 
 
 class RenewedMask(TrainingBehaviour):
-    """A Soft-Filter-Pruning-like toy: zero the lowest-L2 rows of the second layer at the start and after every
-    epoch, and keep them zero after every step; the mask and an epoch counter are its state."""
+    """A Soft-Filter-Pruning-like toy: zero the lowest-L2 rows of the second layer at the start, after every
+    `interval` epochs and after the last, and keep them zero after every step; the mask and a counter of
+    renewals are its state."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: int = 2) -> None:
+        self.interval = interval
         self.mask: torch.Tensor | None = None
         self.renewals = torch.zeros((), dtype=torch.int64)
 
@@ -127,8 +129,9 @@ class RenewedMask(TrainingBehaviour):
     def after_step(self, model, lr):
         self._apply(model)
 
-    def on_epoch_end(self, model, epoch):
-        self._renew(model)
+    def on_epoch_end(self, model, epoch, epochs):
+        if (epoch + 1) % self.interval == 0 or epoch + 1 == epochs:
+            self._renew(model)
 
     def state_dict(self):
         return {"mask": self.mask, "renewals": self.renewals}
@@ -143,7 +146,7 @@ def test_hooks_run_at_their_points_with_the_scheduled_lr(tmp_path, mnist):
     trainer.fit()
     steps = len(recorder.step_lrs)
     assert recorder.starts == 1 and recorder.backwards == steps > 0
-    assert recorder.epochs == [0, 1]
+    assert recorder.epochs == [(0, 2), (1, 2)]
     half = steps // 2  # two epochs of equal length, the lr drops ×0.1 at the milestone after the first
     assert recorder.step_lrs[:half] == [LR] * half
     assert recorder.step_lrs[half:] == [pytest.approx(LR * 0.1)] * half
@@ -196,7 +199,7 @@ def test_stateful_behaviours_resume_bit_identically_and_start_only_once(tmp_path
     straight_b = behaviours()
     straight = _trainer(tmp_path / "a", mnist, straight_b)
     straight.fit()
-    assert int(straight_b[1].renewals) == 1 + EPOCHS
+    assert EPOCHS == 3 and int(straight_b[1].renewals) == 3  # at the start, after epoch 2, after the last
     assert straight_b[0].scale.min() >= 0 and straight_b[0].scale.max() < 1  # the proximal step acted
 
     victim_b = behaviours()
@@ -209,7 +212,7 @@ def test_stateful_behaviours_resume_bit_identically_and_start_only_once(tmp_path
     resumed = _trainer(tmp_path / "b", mnist, resumed_b)
     resumed.fit()
     assert victim_b[2].starts == 1 and resumed_b[2].starts == 0  # not started again on resume
-    assert resumed_b[2].epochs == [2]
+    assert resumed_b[2].epochs == [(2, EPOCHS)]
     assert int(resumed_b[1].renewals) == int(straight_b[1].renewals)
     assert torch.equal(resumed_b[0].scale, straight_b[0].scale)
     for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(),

@@ -60,7 +60,9 @@ def train(
     download: DownloadOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %)."""
+    """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %),
+    plain or with a method acting during training (--method NAME --set KEY=VALUE; --sparsity S is the same run
+    as --method slimming --set sparsity=S)."""
     output = Output(as_json)
     settings = parse_assignments(set_)
     if settings and method is None:

@@ -44,7 +44,9 @@ class TrainingBehaviour:
               after_backward(model)    gradients are there: unscaled fp32, before any optimiser step
               optimizer.step()
               after_step(model, lr)    lr: the scheduled learning rate of this epoch (before any lr_scale)
-        on_epoch_end(model, epoch)     after an epoch's last step, before its evaluation (epoch: 0-based)
+        on_epoch_end(model, epoch, epochs)
+                                       after an epoch's last step, before its evaluation (epoch: 0-based;
+                                       epochs: the run's total, so `epoch + 1 == epochs` is the last one)
 
     `state_dict()` returns the tensors the behaviour needs to continue exactly (a mask that changes, a counter
     as a 0-d tensor); they are written into every checkpoint and given back to `load_state_dict` on resume, so a
@@ -74,7 +76,10 @@ class TrainingBehaviour:
     """
 
     def param_groups(self, model: nn.Module) -> list[ParamGroup]:
-        """Extra optimiser groups; every parameter of `model` not named here stays in the default group."""
+        """Extra optimiser groups; every parameter of `model` not named here stays in the default group.
+
+        Called once per trainer, after the model is on its device: the place to create parameters the
+        behaviour owns (on that device); restore their values in `load_state_dict`."""
         return []
 
     def on_train_start(self, model: nn.Module) -> None:
@@ -86,8 +91,8 @@ class TrainingBehaviour:
     def after_step(self, model: nn.Module, lr: float) -> None:
         """A proximal or projection step after `optimizer.step()`; `lr` is the scheduled learning rate."""
 
-    def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
-        """After the last step of 0-based `epoch`, before the epoch is evaluated and checkpointed."""
+    def on_epoch_end(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """After the last step of 0-based `epoch` of `epochs`, before the epoch is evaluated and checkpointed."""
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to checkpoint (names without dots are safest; they are prefixed in the file)."""

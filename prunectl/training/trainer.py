@@ -138,7 +138,7 @@ class Trainer:
             train_metrics = self._train_epoch(epoch)
             train_metrics["train_seconds"] = round(time.perf_counter() - start, 4)
             for behaviour in self.behaviours:
-                behaviour.on_epoch_end(self.model, epoch)
+                behaviour.on_epoch_end(self.model, epoch, self.schedule.epochs)
             metrics = {"epoch": epoch + 1, "lr": self.schedule.lr_at(epoch, self.optim_spec.lr), **train_metrics,
                        **evaluate(self.model, self.data, self.eval_batch_size, self.device)}
             state.wall_seconds += time.perf_counter() - start
