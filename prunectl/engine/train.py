@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: fl
         raise BadValueError("give either sparsity (Network Slimming's shortcut) or a training method, not both")
     if sparsity < 0:
         raise BadValueError(f"sparsity must be >= 0, got {sparsity}")
-    training = method_training(training) if training is not None else slimming_training(sparsity)
+    training = (method_training(training.method, training.settings) if training is not None
+                else slimming_training(sparsity))
     num_classes, input_size = dataset_shape(dataset, data_dir=data_dir)
     proto = protocol_for(dataset)
     arch = default_arch(model, num_classes=num_classes, input_size=input_size, **model_options)
@@ -52,26 +54,26 @@ def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: fl
     return TrainSpec(arch=arch, dataset=dataset, optim=optim, schedule=schedule, seed=seed, training=training)
 
 
-def method_training(training: MethodTraining | str, settings: Mapping[str, Any] | None = None) -> MethodTraining:
-    """A method's training, validated by its `training_settings` and normalised (defaults omitted), so equal
-    settings give equal run ids: `method_training("slimming", {"sparsity": 1e-4})`.
-
-    An unknown method, a method that does not act during training, or an unknown or ill-typed setting is a
-    one-line BadValueError naming what is valid.
+def method_training(method: str, settings: Mapping[str, Any] | None = None) -> MethodTraining:
+    """A method's training, validated by its `training_settings` and normalised (defaults omitted, integers of
+    float settings as floats), so equal settings give equal run ids: `method_training("slimming", {"sparsity":
+    1e-4})`. An unknown method, a method that does not act during training, or an unknown or ill-typed setting
+    is a one-line BadValueError naming what is valid.
     """
-    if isinstance(training, MethodTraining):
-        name, values = training.method, dict(training.settings) if settings is None else settings
-    else:
-        name, values = training, settings or {}
-    parsed = _training_settings(name, values)
-    return MethodTraining(name, parsed.to_dict(omit_defaults=True))
+    return MethodTraining(method, _training_settings(method, settings or {}).to_dict(omit_defaults=True))
 
 
 def _training_settings(name: str, values: Mapping[str, Any]) -> Spec:
     method = get_method(name)
     if method.training_settings is None:
         raise BadValueError(f"method '{name}' does not act during training (it only prunes a trained model)")
-    return settings_from(method.training_settings, values, f"training of method '{name}'")
+    owner = f"training of method '{name}'"
+    fields = dataclasses.fields(method.training_settings)  # type: ignore[arg-type]
+    missing = [f.name for f in fields if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing and set(values) <= {f.name for f in fields}:  # unknown keys: settings_from names the valid ones
+        raise BadValueError(f"{owner} needs {', '.join(repr(k) for k in missing)} (e.g. --set {missing[0]}=VALUE)")
+    return settings_from(method.training_settings, values, owner)
 
 
 def behaviours_for(spec: TrainSpec, model: ArchModel,
