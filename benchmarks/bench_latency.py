@@ -53,7 +53,8 @@ def slimmed(name: str, ratio: float, seed: int = 0) -> tuple[ArchModel, ArchMode
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.0, 1.0)
     method = get_method("slimming")
-    return dense, method.prune(dense, method.settings(ratio=ratio), PruneContext(training=slimming_training(1e-4))).model
+    context = PruneContext(training=slimming_training(1e-4))
+    return dense, method.prune(dense, method.settings(ratio=ratio), context).model
 
 
 def pairs() -> list[tuple[str, ArchModel, ArchModel]]:

@@ -296,7 +296,8 @@ def test_slimming_threshold_is_the_seeds(ratio: float, threshold: float, cfg: li
     # pooled |gamma| sorted: 0.05 0.1 0.2 0.3 0.5 0.6 0.7 0.9; threshold = sorted[int(8 x ratio)]; keep > threshold
     model = two_layer_vgg([[0.1, 0.5, -0.2, 0.9], [0.3, 0.05, -0.7, 0.6]])
     notes: list[str] = []
-    out = prune("slimming", model, SlimmingSettings(ratio=ratio), PruneContext(training=slimming_training(1e-4), note=notes.append))
+    out = prune("slimming", model, SlimmingSettings(ratio=ratio),
+                PruneContext(training=slimming_training(1e-4), note=notes.append))
     assert out.report["threshold"] == pytest.approx(threshold)
     assert out.model.to_arch().config["cfg"] == cfg
     assert out.report["pruned_fraction"] == pytest.approx(1 - sum(cfg) / 8)
