@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -17,6 +18,10 @@ CONFIG = "config.json"
 CARD = "README.md"
 LINEAGE = "lineage.json"  # the spec records of every ancestor run, parent first
 SOURCE = "source.json"  # where a pulled run came from: repo, revision, resolved commit
+ZOO_ENV = "PRUNECTL_ZOO_DIR"  # moves the whole zoo: entries, weights and recipes (tests, maintainers)
+ZOO_ENTRIES = "entries"
+ZOO_WEIGHTS = "weights"
+ZOO_RECIPES = "recipes"
 
 
 def home() -> Path:
@@ -29,6 +34,28 @@ def home() -> Path:
 
 def runs_root() -> Path:
     return home() / "runs"
+
+
+def zoo_root() -> Path:
+    """The zoo folder (entries/, weights/, recipes/): $PRUNECTL_ZOO_DIR, else the shipped one.
+
+    The shipped zoo is the repository's top-level `zoo/`, which the wheel installs as the package `prunectl.zoo`.
+    It is found beside the imported `prunectl` package, not through the import system first: an installed wheel
+    has it at `prunectl/zoo/`, a source checkout (or an editable install of one) at `<repo>/zoo/`. Asking
+    importlib first can answer with another checkout's zoo: an editable install made from one tree keeps a finder
+    for `prunectl.zoo` that a second tree on PYTHONPATH inherits. importlib is the last resort, for layouts
+    where neither place exists.
+    """
+    if env := os.environ.get(ZOO_ENV):
+        return Path(env).expanduser()
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "zoo", package.parent / "zoo"):
+        if (candidate / ZOO_ENTRIES).is_dir():
+            return candidate
+    spec = importlib.util.find_spec("prunectl.zoo")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return package.parent / "zoo"
 
 
 def rewind_weights(epoch: int) -> str:

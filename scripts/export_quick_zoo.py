@@ -1,4 +1,4 @@
-"""Maintainer script: run the quick recipe and ship seed 0's trained models as zoo entries (weights inside).
+"""Maintainer script: run the quick recipe and ship seed 0's trained models as zoo entries (weights in zoo/weights/).
 
     python scripts/export_quick_zoo.py [--replace]
 
@@ -13,7 +13,7 @@ import argparse
 from prunectl import engine
 from prunectl.engine.zoo import export_run
 
-SOURCE = "prunectl quick recipe (prunectl/zoo/recipes/quick.toml), seed 0"
+SOURCE = "prunectl quick recipe (zoo/recipes/quick.toml), seed 0"
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Regenerate prunectl/zoo/entries/*.json: the papers' architectures (DESIGN.md §4) with counted params/FLOPs.
+"""Regenerate zoo/entries/*.json: the papers' architectures (docs/architectures.md) with counted params/FLOPs.
 
 Run from the repository root: ``python scripts/make_zoo_entries.py [ZOO_ROOT]``. An entry that already exists
 keeps its `weights` and `measured` fields (those come from `export_run`), so regenerating never drops weights.
@@ -19,13 +19,13 @@ from prunectl.models.cifar_vgg import VGG_CFGS
 IMAGENET = (1000, (3, 224, 224))
 CIFAR10 = (10, (3, 32, 32))
 SEED = "github.com/Eric-mingjie/rethinking-network-pruning"
-L1_SOURCE = "Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017); widths per DESIGN.md §4"
-THINET_SOURCE = "Luo et al., ThiNet (ICCV 2017); the published architecture as the seed trains it, DESIGN.md §4"
-CP_SOURCE = "He et al., Channel Pruning (ICCV 2017); the published architecture as the seed trains it, DESIGN.md §4"
-SSS_SOURCE = "Huang & Wang, Sparse Structure Selection (ECCV 2018); the published architecture, DESIGN.md §4"
+L1_SOURCE = "Li et al., Pruning Filters for Efficient ConvNets (ICLR 2017); widths per docs/protocols.md"
+THINET_SOURCE = "Luo et al., ThiNet (ICCV 2017); the published architecture as the seed trains it, docs/architectures.md"
+CP_SOURCE = "He et al., Channel Pruning (ICCV 2017); the published architecture as the seed trains it, docs/architectures.md"
+SSS_SOURCE = "Huang & Wang, Sparse Structure Selection (ECCV 2018); the published architecture, docs/architectures.md"
 BASE_SOURCE = "The unpruned baseline of Li et al. (ICLR 2017) as in the seed's cifar/l1-norm-pruning models"
 
-# L1-norm (DESIGN.md §4): prune ratio per stage and the conv ids left whole (stem is 1, block k's first conv is 2k).
+# L1-norm (docs/protocols.md): prune ratio per stage and the conv ids left whole (stem is 1, block k's first conv is 2k).
 L1_CIFAR = {
     ("resnet56", "A"): ((0.1, 0.1, 0.1), {16, 20, 38, 54}),
     ("resnet56", "B"): ((0.6, 0.3, 0.1), {16, 18, 20, 34, 38, 54}),

@@ -24,10 +24,11 @@ IMAGENET = ["resnet34-a-imagenet", "resnet34-b-imagenet", "thinet30-resnet50-ima
             "thinet70-resnet50-imagenet", "vgg16-thinet-conv-imagenet", "vgg16-thinet-gap-imagenet",
             "vgg16-thinet-tiny-imagenet", "vgg16-5x-imagenet", "resnet50-2x-imagenet", "sss-resnet26-imagenet",
             "sss-resnet32-imagenet", "sss-resnet41-imagenet"]
-# Trained on the embedded data by scripts/export_quick_zoo.py (the quick recipe, seed 0), weights inside the package.
+# Trained on the embedded data by scripts/export_quick_zoo.py (the quick recipe, seed 0), weights shipped in zoo/.
 TRAINED = ["quick-smallcnn-baseline", "quick-smallcnn-l1-50", "quick-smallcnn-fine-tuned", "quick-smallcnn-scratch-e",
            "quick-smallcnn-scratch-b"]
-PACKAGE_ZOO = Path(zoo.__file__).resolve().parent.parent / "zoo"
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE_ZOO = REPO / "zoo"  # the repository's top-level zoo/, shipped in the wheel as `prunectl.zoo`
 
 
 def cli(*args: object):

@@ -19,11 +19,13 @@ from prunectl.cli.options import (
     OutOpt,
     SeedOpt,
     SetOpt,
+    ThreadsOpt,
     parse_assignments,
 )
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.hparams import MethodTraining
+from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
 
 
@@ -55,6 +57,7 @@ def train(
     snapshot_epochs: Annotated[list[int] | None, typer.Option("--snapshot-epochs", help="Keep the weights after "
                                                               "epoch K (late rewinding; repeatable).")] = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
@@ -63,6 +66,7 @@ def train(
     """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %),
     plain or with a method acting during training (--method NAME --set KEY=VALUE; --sparsity S is the same run
     as --method slimming --set sparsity=S)."""
+    apply_threads(threads)
     output = Output(as_json)
     settings = parse_assignments(set_)
     if settings and method is None:
@@ -107,9 +111,11 @@ def render_result(console: Console, result: dict, path: str) -> None:
 def info(
     target: Annotated[str, typer.Argument(help="Model name, architecture JSON file, run directory, or zoo:NAME.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Size the model for this dataset.")] = None,
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers) and a per-layer table."""
+    apply_threads(threads)
     report = engine.info(target, dataset)
     Output(as_json).emit(report, lambda c: _render_info(c, report))
 

@@ -9,8 +9,9 @@ import typer
 
 from prunectl import engine
 from prunectl.cli.compare_render import render_table, to_markdown
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt
+from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt
 from prunectl.cli.output import Output, handle_errors
+from prunectl.core.threads import apply_threads
 from prunectl.engine.compare import CompareReport, find_runs, report
 from prunectl.engine.lottery import LotterySettings
 from prunectl.engine.lottery import lottery as run_lottery
@@ -47,9 +48,11 @@ def compare(
     markdown: MarkdownOpt = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
+    apply_threads(threads)
     output = Output(as_json or markdown)
     targets = targets or ["quick"]
     if len(targets) == 1 and _is_recipe(targets[0]):
@@ -89,9 +92,11 @@ def lottery(
     markdown: MarkdownOpt = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Winning ticket vs random initialisation, round by round (iterative magnitude pruning with rewinding)."""
+    apply_threads(threads)
     output = Output(as_json or markdown)
     with output.progress_board() as board:
         if _is_recipe(target):

@@ -19,6 +19,10 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Where datas
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download a torchvision dataset if it is missing.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order and augmentation.")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset name, imagefolder:PATH or npz:PATH.")]
+ThreadsOpt = Annotated[str | None, typer.Option(
+    "--threads", metavar="N", help="CPU threads for torch (default: $PRUNECTL_THREADS, else $OMP_NUM_THREADS, else the "
+                                   "cores shared among the prunectl processes running; N runs on one machine: "
+                                   "cores/N each).")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="A method setting (repeatable); VALUE is JSON (0.5, true, [1,2], \"A\"), "
                                        "else taken as a string.")]

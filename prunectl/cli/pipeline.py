@@ -11,9 +11,10 @@ from rich.table import Table
 
 from prunectl import engine
 from prunectl.cli.basics import render_result
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt
+from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt, ThreadsOpt
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
+from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
 from prunectl.methods import list_methods
 
@@ -40,9 +41,11 @@ def prune(
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prune a trained run: a smaller dense network (structured) or a mask (weight-level)."""
+    apply_threads(threads)
     output = Output(as_json)
     settings: dict[str, Any] = {k: v for k, v in {"ratio": ratio, "variant": variant,
                                                    "min_channels": min_channels}.items() if v is not None}
@@ -98,9 +101,11 @@ def finetune(
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a pruned run with its inherited weights (mask kept for weight-level)."""
+    apply_threads(threads)
     output = Output(as_json)
     pruned = engine.resolve_run(run)
     spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr)
@@ -121,9 +126,11 @@ def scratch(
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a pruned architecture from a random initialisation: scratch-E or scratch-B."""
+    apply_threads(threads)
     output = Output(as_json)
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,

@@ -122,6 +122,8 @@ class TrainSpec(Spec):
 
     arch: Arch
     dataset: str
+    data_fingerprint: str | None = helptext("sha256 of a user dataset's files (npz:, imagefolder:); None for "
+                                            "built-in datasets, so their ids do not move", default=None)
     optim: OptimSpec = field(default_factory=OptimSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     seed: int = helptext("seed of initialisation, data order and augmentation", default=0)

@@ -16,6 +16,7 @@ from prunectl.data.base import (
     register_dataset,
     resolve_data_dir,
 )
+from prunectl.data.fingerprint import canonical_dataset, is_user_dataset, verify_dataset
 from prunectl.data.imagefolder import ImageFolderDataset, load_imagefolder
 from prunectl.data.npzfile import load_npz
 from prunectl.errors import BadValueError
@@ -28,11 +29,14 @@ __all__ = [
     "DatasetEntry",
     "ImageFolderDataset",
     "InMemoryDataset",
+    "canonical_dataset",
     "dataset_shape",
+    "is_user_dataset",
     "list_datasets",
     "load_dataset",
     "register_dataset",
     "resolve_data_dir",
+    "verify_dataset",
 ]
 
 def list_datasets(pattern: str = "*") -> list[str]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import ScheduleSpec, TrainSpec
+from prunectl.data import verify_dataset
 from prunectl.engine.protocols import IMAGENET, protocol_for
 from prunectl.errors import BadValueError
 from prunectl.models import Arch, build_model
@@ -24,6 +25,11 @@ def reference_spec(run: Run) -> TrainSpec:
     if not isinstance(spec, TrainSpec):
         raise BadValueError(f"{run.path} is a {run.stage} run, not a training run; pass the baseline's run directory")
     return spec
+
+
+def _verify_baseline_data(base: TrainSpec, name: str) -> None:
+    """A derived run trains on its baseline's dataset: that data must still be what the baseline saw."""
+    verify_dataset(base.dataset, base.data_fingerprint, run=name, consequence="the baseline was trained on other data")
 
 
 def baseline_of(run: Run) -> dict[str, Any]:
@@ -53,11 +59,13 @@ def finetune_spec(pruned: Run, *, epochs: int | None = None, lr: float | None = 
     pipeline); the baseline's optimiser settings and seed otherwise, the mask kept for weight-level runs."""
     if not pruned.is_done():
         raise BadValueError(f"run {pruned.path} has not finished")
-    base = TrainSpec.from_dict(baseline_of(pruned)["spec"])
+    record = baseline_of(pruned)
+    base = TrainSpec.from_dict(record["spec"])
+    _verify_baseline_data(base, f"{record.get('stage', 'train')}-{record.get('id')}")
     method = method_of(pruned)
     proto = protocol_for(base.dataset)
     return TrainSpec(
-        arch=pruned.arch(), dataset=base.dataset,
+        arch=pruned.arch(), dataset=base.dataset, data_fingerprint=base.data_fingerprint,
         optim=base.optim.replace(lr=lr if lr is not None else proto.finetune_lr),
         schedule=ScheduleSpec.constant(epochs if epochs is not None else finetune_epochs(base.dataset, method)),
         seed=base.seed, stage="finetune", init="inherit", parent=pruned.id, masked=pruned.has(paths.MASK),
@@ -92,6 +100,7 @@ def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int |
     if budget not in ("E", "B"):
         raise BadValueError(f"budget must be E or B, got '{budget}'")
     ref = reference_spec(reference)
+    _verify_baseline_data(ref, reference.path.name)
     run = source if isinstance(source, Run) else None
     arch: Arch = source.arch() if isinstance(source, Run) else source
     if (arch.num_classes, tuple(arch.input_size)) != (ref.arch.num_classes, tuple(ref.arch.input_size)):
@@ -109,7 +118,8 @@ def scratch_spec(source: Run | Arch, reference: Run, *, budget: str, seed: int |
               "reference_epochs": ref.schedule.epochs, "finetune_epochs_added": ft, "flops_reference": flops_ref,
               "flops_pruned": flops_pruned, "flops_ratio": round(ratio, 6), "sparse_flops": mask is not None}
     return TrainSpec(
-        arch=arch, dataset=ref.dataset, optim=ref.optim, schedule=ref.schedule.replace(epochs=epochs),
+        arch=arch, dataset=ref.dataset, data_fingerprint=ref.data_fingerprint, optim=ref.optim,
+        schedule=ref.schedule.replace(epochs=epochs),
         seed=ref.seed if seed is None else seed, stage=f"scratch-{budget.lower()}", init="random",
         parent=run.id if run is not None else None, masked=mask is not None, budget=record,
     )

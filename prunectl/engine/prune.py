@@ -13,7 +13,7 @@ from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec
 from prunectl.core.io import save_tensors, write_json
 from prunectl.core.spec import Spec, register_spec
-from prunectl.data import load_dataset
+from prunectl.data import load_dataset, verify_dataset
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods import PruneContext, get_method
 from prunectl.runs.store import Run, prepare_run, write_lineage
@@ -67,6 +67,8 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
     base_spec = _train_spec(baseline)
     if spec.parent != baseline.id:
         raise BadValueError(f"the prune spec is for run {spec.parent}, not {baseline.id}")
+    verify_dataset(spec.dataset, base_spec.data_fingerprint, run=baseline.path.name,
+                   consequence="the run being pruned was trained on other data")
     run = prepare_run(spec, "prune", out)
     if run.is_done():
         return run

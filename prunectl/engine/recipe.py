@@ -5,10 +5,10 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from prunectl import paths
 from prunectl.core.hparams import MethodTraining
 from prunectl.core.spec import Spec, check
 from prunectl.engine.derive import finetune_spec, scratch_spec
@@ -89,8 +89,8 @@ class Recipe(Spec):
 
 
 def builtin_recipes() -> list[str]:
-    folder = resources.files("prunectl") / "zoo" / "recipes"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    folder = paths.zoo_root() / paths.ZOO_RECIPES
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:
@@ -103,7 +103,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     else:
         if str(name_or_path) not in builtin_recipes():
             raise UnknownNameError("recipe", str(name_or_path), builtin_recipes())
-        text = (resources.files("prunectl") / "zoo" / "recipes" / f"{name_or_path}.toml").read_text()
+        text = (paths.zoo_root() / paths.ZOO_RECIPES / f"{name_or_path}.toml").read_text()
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

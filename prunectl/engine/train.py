@@ -14,12 +14,12 @@ from prunectl.core.flops import count
 from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec, TrainSpec, slimming_training
 from prunectl.core.io import save_tensors, write_json
 from prunectl.core.spec import Spec, settings_from
-from prunectl.data import Dataset, dataset_shape, load_dataset
+from prunectl.data import Dataset, canonical_dataset, dataset_shape, load_dataset, verify_dataset
 from prunectl.engine.protocols import protocol_for
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods import get_method
 from prunectl.models import ArchModel, build_model, default_arch
-from prunectl.runs.store import Run, load_weights, prepare_run, write_lineage
+from prunectl.runs.store import Run, load_weights, prepare_run, run_location, write_lineage
 from prunectl.training.hooks import KeepMasks, TrainingBehaviour
 from prunectl.training.trainer import Progress, Trainer
 
@@ -46,12 +46,14 @@ def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: fl
         raise BadValueError(f"sparsity must be >= 0, got {sparsity}")
     training = (method_training(training.method, training.settings) if training is not None
                 else slimming_training(sparsity))
+    dataset, fingerprint = canonical_dataset(dataset, data_dir)
     num_classes, input_size = dataset_shape(dataset, data_dir=data_dir)
     proto = protocol_for(dataset)
     arch = default_arch(model, num_classes=num_classes, input_size=input_size, **model_options)
     optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
     schedule = _override(proto.schedule, epochs=epochs)
-    return TrainSpec(arch=arch, dataset=dataset, optim=optim, schedule=schedule, seed=seed, training=training)
+    return TrainSpec(arch=arch, dataset=dataset, data_fingerprint=fingerprint, optim=optim, schedule=schedule,
+                     seed=seed, training=training)
 
 
 def method_training(method: str, settings: Mapping[str, Any] | None = None) -> MethodTraining:
@@ -100,10 +102,12 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     """Run (or resume, or reuse) the training that `spec` describes; returns its finished run directory.
 
     `parent` is the run the spec derives from (weights to inherit, mask to keep); `rewind_source` is the
-    baseline whose saved weights a lottery ticket rewinds to.
+    baseline whose saved weights a lottery ticket rewinds to. A user dataset is checked against the spec's
+    fingerprint first, for a stored run too: a changed file is an error, not a silently reused run.
     """
     if spec.training is not None:  # a bad method or setting fails before anything is written
         _training_settings(spec.training.method, spec.training.settings)
+    _verify_data(spec, out)
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
         return run
@@ -123,6 +127,17 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     return run
 
 
+def _verify_data(spec: TrainSpec, out: str | Path | None) -> None:
+    location = run_location(spec, spec.stage, out)
+    if Run(location).is_done():
+        consequence = "the stored run was trained on other data"
+    elif spec.parent is not None:
+        consequence = "the runs it derives from were trained on other data"
+    else:
+        consequence = "its spec was made for other data"
+    verify_dataset(spec.dataset, spec.data_fingerprint, run=location.name, consequence=consequence)
+
+
 def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
            masks: dict[str, torch.Tensor] | None) -> None:
     """Write the final weights and result.json, then drop the checkpoint (result.json marks the run done)."""
@@ -130,7 +145,7 @@ def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
     counts = count(model, model.input_size, masks)
     result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
               "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": ARMS.get(spec.stage),
-              "level": _level(run, masks)}
+              "level": _level(run, masks), "threads": torch.get_num_threads()}
     write_json(run.file(paths.RESULT), result)
     run.file(paths.CHECKPOINT).unlink(missing_ok=True)
 

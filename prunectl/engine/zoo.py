@@ -25,9 +25,9 @@ from prunectl.models import Arch, build_model
 from prunectl.runs.store import Run, load_weights, open_run
 
 ZOO_PREFIX = "zoo:"
-ZOO_ENV = "PRUNECTL_ZOO_DIR"  # overrides the packaged zoo (tests, maintainers preparing a release)
-ENTRIES = "entries"
-WEIGHTS = "weights"
+ZOO_ENV = paths.ZOO_ENV  # overrides the packaged zoo (tests, maintainers preparing a release)
+ENTRIES = paths.ZOO_ENTRIES
+WEIGHTS = paths.ZOO_WEIGHTS
 PACKAGED = "packaged"  # the `revision` a pull of packaged weights records in source.json
 ENTRY_SCHEMA = 1
 # Files of a finished run that a packaged entry keeps; the first three are required.
@@ -36,12 +36,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 def zoo_root(root: str | Path | None = None) -> Path:
-    """Where the zoo lives: `root`, else $PRUNECTL_ZOO_DIR, else the `zoo/` folder inside the package."""
-    if root is not None:
-        return Path(root).expanduser()
-    if env := os.environ.get(ZOO_ENV):
-        return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "zoo"
+    """Where the zoo lives: `root`, else `paths.zoo_root()` ($PRUNECTL_ZOO_DIR, else the shipped zoo)."""
+    return Path(root).expanduser() if root is not None else paths.zoo_root()
 
 
 @dataclass(frozen=True)
