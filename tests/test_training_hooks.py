@@ -351,8 +351,11 @@ def _recipe(baseline) -> Recipe:
 
 def test_a_recipe_names_a_training_method_or_uses_the_sparsity_shortcut():
     table = _recipe({"epochs": 2, "training": {"method": "slimming", "sparsity": 1e-4}})
+    shortcut = _recipe({"epochs": 2, "sparsity": 1e-4})
     assert table.baseline_training() == slimming_training(1e-4)
-    assert _recipe({"sparsity": 1e-4}).baseline_training() is None  # the shortcut goes straight to baseline_spec
+    assert table.baseline_spec(seed=0) == shortcut.baseline_spec(seed=0)
+    assert table.baseline_spec(seed=0).spec_hash() == "7627950df142"  # tests/test_run_ids.py's SLIMMING_ID
+    assert _recipe({"epochs": 2}).baseline_spec(seed=0).training is None
     with pytest.raises(BadValueError, match=r"no setting 'rate' \(its settings: sparsity\)"):
         _recipe({"training": {"method": "slimming", "rate": 0.5}})
     with pytest.raises(BadValueError, match=r"\[baseline.training\] needs method"):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from prunectl import paths
-from prunectl.core.hparams import MethodTraining
+from prunectl.core.hparams import MethodTraining, TrainSpec
 from prunectl.core.spec import Spec, check
 from prunectl.engine.derive import finetune_spec, scratch_spec
 from prunectl.engine.lottery import LotterySettings, lottery
@@ -87,6 +87,12 @@ class Recipe(Spec):
               f"recipe '{self.name}': [baseline.training] needs method = \"NAME\" and the method's settings")
         return method_training(table["method"], {k: v for k, v in table.items() if k != "method"})
 
+    def baseline_spec(self, seed: int, data_dir: str | Path | None = None) -> TrainSpec:
+        """The spec of this recipe's baseline for one seed: the protocol with [baseline]'s overrides."""
+        overrides = {k: v for k, v in self.baseline.items() if k != "training"}
+        return baseline_spec(self.model, self.dataset, seed=seed, data_dir=data_dir, **overrides,
+                             training=self.baseline_training(), **dict(self.model_options))
+
 
 def builtin_recipes() -> list[str]:
     folder = paths.zoo_root() / paths.ZOO_RECIPES
@@ -136,9 +142,7 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
         def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
             return progress(f"seed {seed} {label}") if progress else None
 
-        overrides = {k: v for k, v in recipe.baseline.items() if k != "training"}
-        spec = baseline_spec(recipe.model, recipe.dataset, seed=seed, data_dir=data_dir, **overrides,
-                             training=recipe.baseline_training(), **dict(recipe.model_options))
+        spec = recipe.baseline_spec(seed, data_dir)
         if lottery_settings is not None:
             spec = spec.replace(save_init=True, snapshot_epochs=lottery_settings.snapshot_epochs())
         base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))
