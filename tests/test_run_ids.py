@@ -5,11 +5,15 @@ deliberately, with a migration)."""
 
 from __future__ import annotations
 
+import json
+
+from prunectl import paths
 from prunectl.core.hparams import TrainSpec
 from prunectl.core.spec import spec_from_record
 from prunectl.engine.prune import PruneSpec
 from prunectl.engine.train import baseline_spec
 from prunectl.models import Arch
+from prunectl.paths import zoo_root
 
 PLAIN_ID = "6803c1032d51"  # baseline_spec("smallcnn", "mnist5k", epochs=2)
 SLIMMING_ID = "7627950df142"  # the same, trained with Network Slimming's penalty s = 1e-4
@@ -57,3 +61,16 @@ def test_old_spec_records_load_with_the_same_ids():
     assert slimming.spec_hash() == SLIMMING_ID
     assert plain == baseline_spec("smallcnn", "mnist5k", epochs=2)
     assert slimming == baseline_spec("smallcnn", "mnist5k", epochs=2, sparsity=1e-4)
+
+
+def test_every_shipped_zoo_run_record_keeps_its_id():
+    """The zoo's run directories (written by the code before training behaviours, `"sparsity": 0.0` in each
+    TrainSpec record): each record, and each ancestor in its lineage, must still hash to its stored id."""
+    records = []
+    for folder in sorted((zoo_root() / "weights").iterdir()):
+        records.append(json.loads((folder / paths.SPEC).read_text()))
+        if (folder / paths.LINEAGE).is_file():
+            records.extend(json.loads((folder / paths.LINEAGE).read_text()))
+    assert any(r["kind"] == "TrainSpec" for r in records) and any(r["kind"] == "PruneSpec" for r in records)
+    for record in records:
+        assert spec_from_record(record).spec_hash() == record["id"], record["id"]
