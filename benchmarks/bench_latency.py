@@ -21,7 +21,7 @@ import torch
 
 from prunectl import engine, paths
 from prunectl.core.flops import count
-from prunectl.core.hparams import TrainSpec
+from prunectl.core.hparams import TrainSpec, slimming_training
 from prunectl.core.io import save_tensors, write_json
 from prunectl.engine.zoo import get_entry
 from prunectl.methods import PruneContext, get_method
@@ -53,7 +53,8 @@ def slimmed(name: str, ratio: float, seed: int = 0) -> tuple[ArchModel, ArchMode
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.0, 1.0)
     method = get_method("slimming")
-    return dense, method.prune(dense, method.settings(ratio=ratio), PruneContext(trained_sparsity=1e-4)).model
+    context = PruneContext(training=slimming_training(1e-4))
+    return dense, method.prune(dense, method.settings(ratio=ratio), context).model
 
 
 def pairs() -> list[tuple[str, ArchModel, ArchModel]]:
@@ -71,14 +72,14 @@ def stage_times(name: str, ratio: float) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         model = create_model(name, input_size=(1, 28, 28))  # mnist5k so the stage can evaluate offline
-        spec = TrainSpec(arch=model.to_arch(), dataset="mnist5k", sparsity=1e-4)
+        spec = TrainSpec(arch=model.to_arch(), dataset="mnist5k", training=slimming_training(1e-4))
         run = prepare_run(spec, "train", Path(tmp) / "base")
         save_tensors(run.file(paths.MODEL), model.state_dict())
         write_json(run.file(paths.ARCH), model.to_arch().to_dict())
         write_json(run.file(paths.RESULT), {"final_acc": 0.0})
         method = get_method("slimming")
         start = time.perf_counter()
-        method.prune(model, method.settings(ratio=ratio), PruneContext(trained_sparsity=1e-4))
+        method.prune(model, method.settings(ratio=ratio), PruneContext(training=slimming_training(1e-4)))
         method_s = time.perf_counter() - start
         start = time.perf_counter()
         pruned = engine.prune(run, engine.prune_spec(run, "slimming", {"ratio": ratio}), out=Path(tmp) / "p")

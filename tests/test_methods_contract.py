@@ -12,7 +12,8 @@ import torch
 from tinymodels import randomised, small_families, tiny_dataset
 
 from prunectl.errors import BadValueError
-from prunectl.methods import PruneContext, get_method, list_methods
+from prunectl.methods import Method, PruneContext, get_method, list_methods
+from prunectl.methods.weight import WeightSettings
 from prunectl.models import Arch, build_model
 from prunectl.structure import CAPABILITIES, masked_model, offers
 
@@ -80,3 +81,17 @@ def test_every_method_applies_somewhere_and_refuses_somewhere_else_by_capability
         except BadValueError:
             pass
     assert applied
+
+
+def test_a_method_that_claims_to_train_must_declare_its_training_settings():
+    from prunectl.methods.base import MethodFacts, register_method
+
+    with pytest.raises(TypeError, match="facts.trains"):
+        @register_method
+        class Liar(Method):  # noqa: F841 - registration is the test
+            facts = MethodFacts(name="liar", structured=False, summary="-", citation="-", trains=True)
+            settings = WeightSettings
+
+            def prune(self, model, settings, context):
+                raise AssertionError("never called")
+    assert "liar" not in list_methods()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
+from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.core.spec import spec_from_record
+from prunectl.engine.train import baseline_spec
 from prunectl.errors import BadValueError
 from prunectl.models import default_arch
 
@@ -27,13 +28,13 @@ def test_defaults_are_omitted_so_new_defaulted_fields_keep_old_hashes():
     spec = _spec(seed=3)
     canonical = spec.to_dict(omit_defaults=True)
     assert canonical["seed"] == 3
-    assert "optim" not in canonical and "sparsity" not in canonical
+    assert "optim" not in canonical and "sparsity" not in canonical and "training" not in canonical
     assert _spec(optim=OptimSpec()).spec_hash() == _spec().spec_hash()
 
 
 def test_every_field_changes_the_hash():
     base = _spec().spec_hash()
-    variants = [_spec(seed=1), _spec(sparsity=1e-4), _spec(optim=OptimSpec(lr=0.01)),
+    variants = [_spec(seed=1), _spec(training=MethodTraining("slimming", {"sparsity": 1e-4})), _spec(optim=OptimSpec(lr=0.01)),
                 _spec(schedule=ScheduleSpec(epochs=3)), _spec(stage="scratch-e")]
     hashes = {v.spec_hash() for v in variants}
     assert base not in hashes and len(hashes) == len(variants)
@@ -53,7 +54,7 @@ def test_pinned_hashes_so_a_refactor_cannot_orphan_old_runs():
         (lambda: ScheduleSpec(epochs=0), "epochs"),
         (lambda: ScheduleSpec(milestones=(0.8, 0.2)), "increasing"),
         (lambda: _spec(init="inherit"), "needs a parent"),
-        (lambda: _spec(sparsity=-1.0), "sparsity"),
+        (lambda: baseline_spec("lenet300100", "mnist5k", sparsity=-1.0), "sparsity"),
     ],
 )
 def test_bad_values_raise_one_line_errors(build, message):

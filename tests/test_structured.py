@@ -7,6 +7,7 @@ import torch
 from tinymodels import randomised, structure_examples
 from torch import nn
 
+from prunectl.core.hparams import slimming_training
 from prunectl.core.spec import Spec
 from prunectl.errors import BadValueError
 from prunectl.methods import PruneContext, PruneOutcome, get_method, list_methods
@@ -16,7 +17,7 @@ from prunectl.models import Arch, ArchModel, build_model, create_model
 from prunectl.structure import channel_groups
 
 VGG16_A = [32, 64, "M", 128, 128, "M", 256, 256, 256, "M", 256, 256, 256, "M", 256, 256, 256]
-SPARSE = PruneContext(trained_sparsity=1e-4)
+SPARSE = PruneContext(training=slimming_training(1e-4))
 EXAMPLES = dict(structure_examples())
 
 
@@ -157,7 +158,8 @@ def test_slimming_threshold_is_the_seeds(ratio: float, threshold: float, cfg: li
     # pooled |gamma| sorted: 0.05 0.1 0.2 0.3 0.5 0.6 0.7 0.9; threshold = sorted[int(8 x ratio)]; keep > threshold
     model = two_layer_vgg([[0.1, 0.5, -0.2, 0.9], [0.3, 0.05, -0.7, 0.6]])
     notes: list[str] = []
-    out = prune("slimming", model, SlimmingSettings(ratio=ratio), PruneContext(trained_sparsity=1e-4, note=notes.append))
+    out = prune("slimming", model, SlimmingSettings(ratio=ratio),
+                PruneContext(training=slimming_training(1e-4), note=notes.append))
     assert out.report["threshold"] == pytest.approx(threshold)
     assert out.model.to_arch().config["cfg"] == cfg
     assert out.report["pruned_fraction"] == pytest.approx(1 - sum(cfg) / 8)
@@ -169,7 +171,7 @@ def test_slimming_floor_keeps_min_channels_and_says_so() -> None:
     model = two_layer_vgg([[0.6, 0.9, 0.7, 0.8], [0.001, 0.004, 0.003, 0.002]])
     notes: list[str] = []
     settings = SlimmingSettings(ratio=0.5, min_channels=2)
-    out = prune("slimming", model, settings, PruneContext(trained_sparsity=1e-4, note=notes.append))
+    out = prune("slimming", model, settings, PruneContext(training=slimming_training(1e-4), note=notes.append))
     assert out.report["floor_bound"] == ["features.3"]
     assert torch.equal(out.model.features[4].weight, model.features[4].weight[[1, 2]])  # the top-|gamma| two
     assert out.model.to_arch().config["cfg"] == [3, 2]

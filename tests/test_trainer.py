@@ -11,8 +11,10 @@ from prunectl import engine, paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.io import load_tensors
 from prunectl.data import load_dataset
+from prunectl.methods.slimming import SparsityPenalty
 from prunectl.models import create_model
-from prunectl.training.trainer import Hooks, Trainer
+from prunectl.training.hooks import KeepMasks, TrainingBehaviour
+from prunectl.training.trainer import Trainer
 
 
 class Killed(Exception):
@@ -24,12 +26,12 @@ def mnist():
     return load_dataset("mnist5k")
 
 
-def _trainer(run_dir, data, hooks=None, epochs=3, seed=0, model_name="lenet300100"):
+def _trainer(run_dir, data, behaviours=(), epochs=3, seed=0, model_name="lenet300100", **options):
     torch.manual_seed(seed)
     model = create_model(model_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(model, data, OptimSpec(lr=0.05, batch_size=128), ScheduleSpec(epochs=epochs, milestones=(0.5,)),
-                   seed, run_dir, hooks, device="cpu")
+                   seed, run_dir, behaviours, device="cpu", **options)
 
 
 def test_killed_run_resumes_to_bit_identical_weights(tmp_path, mnist):
@@ -40,7 +42,7 @@ def test_killed_run_resumes_to_bit_identical_weights(tmp_path, mnist):
         if event.epoch == 3 and event.batch == 5:
             raise Killed
 
-    victim = _trainer(tmp_path / "b", mnist, Hooks(progress=kill_in_epoch_3))
+    victim = _trainer(tmp_path / "b", mnist, progress=kill_in_epoch_3)
     with pytest.raises(Killed):
         victim.fit()
     assert (tmp_path / "b" / paths.CHECKPOINT).is_file()
@@ -70,7 +72,7 @@ def test_masked_weights_stay_zero_through_every_step(tmp_path, mnist):
             seen.append(int((w.detach()[mask == 0] != 0).sum()))
 
     trainer = Trainer(model, mnist, OptimSpec(lr=0.1), ScheduleSpec(epochs=1), 0, tmp_path,
-                      Hooks(masks={name: mask}, progress=watch), device="cpu")
+                      [KeepMasks({name: mask})], progress=watch, device="cpu")
     trainer.fit()
     final = dict(trainer.model.named_parameters())[name].detach()
     assert seen and all(v == 0 for v in seen)
@@ -79,17 +81,18 @@ def test_masked_weights_stay_zero_through_every_step(tmp_path, mnist):
 
 
 def test_slimming_penalty_adds_s_sign_gamma_to_bn_grads(tmp_path, mnist):
-    trainer = _trainer(tmp_path, mnist, Hooks(sparsity=1e-2), model_name="smallcnn")
+    penalty = SparsityPenalty(1e-2)
+    trainer = _trainer(tmp_path, mnist, [penalty], model_name="smallcnn")
     bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     with torch.no_grad():
         bn.weight.copy_(torch.linspace(-1, 1, bn.weight.numel()))
     bn.weight.grad = torch.zeros_like(bn.weight)
-    trainer._before_step()
+    penalty.after_backward(trainer.model)
     assert torch.allclose(bn.weight.grad, 1e-2 * torch.sign(bn.weight.detach()))
 
 
 def test_save_init_keeps_the_weights_before_the_first_step(tmp_path, mnist):
-    trainer = _trainer(tmp_path, mnist, Hooks(save_init=True), epochs=1)
+    trainer = _trainer(tmp_path, mnist, save_init=True, epochs=1)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     trainer.fit()
     saved = load_tensors(tmp_path / paths.INIT)
@@ -101,9 +104,18 @@ def test_save_init_keeps_the_weights_before_the_first_step(tmp_path, mnist):
 
 def test_epoch_hook_runs_once_per_epoch_before_evaluation(tmp_path, mnist):
     calls = []
-    trainer = _trainer(tmp_path, mnist, Hooks(on_epoch_end=lambda model, epoch: calls.append(epoch)), epochs=2)
+
+    class AtEpochEnd(TrainingBehaviour):
+        def on_epoch_end(self, model, epoch, epochs):
+            calls.append((epoch, len(json_lines(tmp_path / paths.METRICS))))
+
+    trainer = _trainer(tmp_path, mnist, [AtEpochEnd()], epochs=2)
     trainer.fit()
-    assert calls == [0, 1]
+    assert calls == [(0, 0), (1, 1)]  # epoch k's hook ran before epoch k was evaluated and recorded
+
+
+def json_lines(path):
+    return path.read_text().splitlines() if path.is_file() else []
 
 
 def test_train_stage_writes_its_artefacts_and_is_reused(tmp_path):

@@ -18,10 +18,13 @@ from prunectl.cli.options import (
     JsonOpt,
     OutOpt,
     SeedOpt,
+    SetOpt,
     ThreadsOpt,
+    parse_assignments,
 )
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
+from prunectl.core.hparams import MethodTraining
 from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
 
@@ -45,7 +48,11 @@ def train(
     model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Model option KEY=VALUE, e.g. "
                                                            "head=l1 (VALUE read as JSON when it parses; repeatable).")] = None,
     seed: SeedOpt = 0,
-    sparsity: Annotated[float, typer.Option(help="Network Slimming's L1 penalty on BN scales, e.g. 1e-4.")] = 0.0,
+    method: Annotated[str | None, typer.Option("--method", help="Train with this pruning method's training "
+                                               "behaviour (e.g. slimming); its settings via --set.")] = None,
+    set_: SetOpt = None,
+    sparsity: Annotated[float, typer.Option(help="Network Slimming's L1 penalty on BN scales, e.g. 1e-4: short "
+                                            "for --method slimming --set sparsity=S.")] = 0.0,
     save_init: Annotated[bool, typer.Option(help="Keep the initial weights (for lottery tickets).")] = False,
     snapshot_epochs: Annotated[list[int] | None, typer.Option("--snapshot-epochs", help="Keep the weights after "
                                                               "epoch K (late rewinding; repeatable).")] = None,
@@ -56,12 +63,18 @@ def train(
     download: DownloadOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %)."""
+    """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %),
+    plain or with a method acting during training (--method NAME --set KEY=VALUE; --sparsity S is the same run
+    as --method slimming --set sparsity=S)."""
     apply_threads(threads)
     output = Output(as_json)
+    settings = parse_assignments(set_)
+    if settings and method is None:
+        raise BadValueError("--set gives settings of a training method; name it with --method")
+    training = MethodTraining(method, settings) if method is not None else None
     spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
-                                data_dir=data_dir, **_options(model_option or []))
+                                training=training, data_dir=data_dir, **_options(model_option or []))
     spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))))
     with output.training_progress(f"train {model}") as progress:
         run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress,

@@ -1,4 +1,4 @@
-"""The training hyperparameters: optimiser, learning-rate schedule, and the spec of one training run."""
+"""The training hyperparameters: optimiser, learning-rate schedule, a method's training, and the spec of one run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from prunectl.core.arch import Arch
 from prunectl.core.spec import Spec, check, helptext, register_spec
+from prunectl.errors import ArtifactError
 
 INIT_KINDS = ("random", "inherit", "rewind")
 REWIND_POINTS = ("init",)  # or "epoch:K"
@@ -73,6 +74,36 @@ class ScheduleSpec(Spec):
         return cls(epochs=epochs, milestones=())
 
 
+@dataclass(frozen=True)
+class MethodTraining(Spec):
+    """A pruning method acting during training: the method's registered name and its training settings (the
+    fields of its `training_settings` dataclass, defaults omitted). JSON: {"method": "slimming", "settings":
+    {"sparsity": 0.0001}}. Which names and settings are valid is checked where methods are known (the engine);
+    this bottom layer only carries them."""
+
+    method: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check(bool(self.method), "a method's training needs the method's name")
+        object.__setattr__(self, "settings", dict(self.settings))
+
+    def legacy_sparsity(self) -> float | None:
+        """Network Slimming's penalty s when this is exactly slimming with {sparsity: s}, s != 0: the runs that
+        the code before per-method training wrote as the top-level `"sparsity": s` (it had only s > 0)."""
+        if self.method != "slimming" or set(self.settings) != {"sparsity"}:
+            return None
+        value = self.settings["sparsity"]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            return None
+        return float(value)
+
+
+def slimming_training(sparsity: float) -> MethodTraining | None:
+    """The training of `train --sparsity S`: Network Slimming's penalty S (None for S = 0, a plain run)."""
+    return MethodTraining("slimming", {"sparsity": float(sparsity)}) if sparsity else None
+
+
 @register_spec
 @dataclass(frozen=True)
 class TrainSpec(Spec):
@@ -82,7 +113,11 @@ class TrainSpec(Spec):
     `seed`), "inherit" (the parent run's final weights: fine-tuning) or "rewind" (the baseline's weights at
     `rewind_to`: its initialisation, or "epoch:K" for late rewinding — lottery tickets). `masked` keeps the
     parent's weight mask applied through every step; `density_scaled_init` multiplies each masked layer's fresh
-    weights by 1/sqrt(its density), as the seed's random-init control does.
+    weights by 1/sqrt(its density), as the seed's random-init control does. `training` names a method that acts
+    during training and its settings (`MethodTraining`).
+
+    Run ids stay those of the code before `training` existed: Network Slimming with exactly {sparsity: s} is
+    written as the old top-level `"sparsity": s`, and a record with `"sparsity"` reads back as that training.
     """
 
     arch: Arch
@@ -92,7 +127,7 @@ class TrainSpec(Spec):
     optim: OptimSpec = field(default_factory=OptimSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     seed: int = helptext("seed of initialisation, data order and augmentation", default=0)
-    sparsity: float = helptext("Network Slimming's L1 penalty s on BN scales (0: off)", default=0.0)
+    training: MethodTraining | None = helptext("a method acting during training, with its settings", default=None)
     stage: str = helptext("what this run is in the protocol (train, finetune, scratch-e, ...)", default="train")
     init: str = helptext("random | inherit | rewind", default="random")
     parent: str | None = helptext("id of the run this one derives from", default=None)
@@ -105,7 +140,8 @@ class TrainSpec(Spec):
     budget: Mapping[str, Any] = helptext("how the epochs were computed (scratch-B)", default_factory=dict)
 
     def __post_init__(self) -> None:
-        check(self.sparsity >= 0, f"sparsity must be >= 0, got {self.sparsity}")
+        check(self.training is None or isinstance(self.training, MethodTraining),
+              f"training must be a MethodTraining, got {type(self.training).__name__}")
         check(self.init in INIT_KINDS, f"init must be one of {', '.join(INIT_KINDS)}, got '{self.init}'")
         check(self.init == "random" or self.parent is not None, f"init '{self.init}' needs a parent run")
         check(not self.masked or self.parent is not None, "a masked run needs a parent run holding the mask")
@@ -116,3 +152,28 @@ class TrainSpec(Spec):
     @property
     def run_name(self) -> str:
         return f"{self.stage}-{self.spec_hash()}"
+
+    def to_dict(self, omit_defaults: bool = False) -> dict[str, Any]:
+        out = super().to_dict(omit_defaults)
+        legacy = self.training.legacy_sparsity() if self.training is not None else None
+        if legacy is not None:
+            del out["training"]
+            out[LEGACY_SPARSITY] = legacy
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainSpec:
+        data = dict(data)
+        if LEGACY_SPARSITY in data:
+            sparsity = data.pop(LEGACY_SPARSITY)
+            if isinstance(sparsity, bool) or not isinstance(sparsity, int | float) or sparsity < 0:
+                raise ArtifactError(f"TrainSpec: sparsity must be a number >= 0, got {sparsity!r}")
+            if sparsity and data.get("training") is not None:
+                raise ArtifactError("TrainSpec gives both the legacy 'sparsity' and 'training'; keep one")
+            if sparsity:
+                data["training"] = slimming_training(sparsity).to_dict()  # type: ignore[union-attr]
+        return super().from_dict(data)
+
+
+# The field the code before per-method training had for Network Slimming's penalty (kept in JSON for run ids).
+LEGACY_SPARSITY = "sparsity"

@@ -77,7 +77,7 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
     method = get_method(spec.method)
     model = baseline.model()
     prior = baseline.mask()
-    context = PruneContext(data=data, trained_sparsity=base_spec.sparsity, mask=prior, note=remember)
+    context = PruneContext(data=data, training=base_spec.training, mask=prior, note=remember)
     outcome = method.prune(model, spec.method_settings(), context)
     pruned = outcome.model
     write_json(run.file(paths.ARCH), pruned.to_arch().to_dict())

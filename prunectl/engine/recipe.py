@@ -9,18 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from prunectl import paths
+from prunectl.core.hparams import MethodTraining, TrainSpec
 from prunectl.core.spec import Spec, check, settings_from
 from prunectl.engine.arms import Arm, arm_named, recipe_arms
 from prunectl.engine.derive import finetune_spec, scratch_spec
 from prunectl.engine.lottery import LotterySettings, lottery
 from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import TrainSpec, baseline_spec, train
+from prunectl.engine.train import baseline_spec, method_training, train
 from prunectl.errors import ArtifactError, BadValueError, UnknownNameError
 from prunectl.methods import get_method
 from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
 
-BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity")
+# `sparsity` is short for [baseline.training] method = "slimming", sparsity = S.
+BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity", "training")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Recipe(Spec):
         arms = ["fine-tuned", "scratch-E", "scratch-B"]
         [baseline]            # overrides of the dataset's protocol: epochs, lr, batch_size, weight_decay, ...
         epochs = 8
+        [baseline.training]   # optional: a method acting during training, and its training settings
+        method = "slimming"   # (Network Slimming's `sparsity = 1e-4` directly under [baseline] is the same)
+        sparsity = 1e-4
         [prune]               # the method and its settings
         method = "l1-norm"
         ratio = 0.5
@@ -77,6 +82,23 @@ class Recipe(Spec):
             self.method_settings()  # validates the [prune] table like `prune --set`
         bad = sorted(set(self.baseline) - set(BASELINE_KEYS))
         check(not bad, f"recipe '{self.name}': [baseline] does not take {bad}; it takes {', '.join(BASELINE_KEYS)}")
+        if "training" in self.baseline:
+            self.baseline_training()  # a bad method or setting is an error when the recipe loads
+
+    def baseline_training(self) -> MethodTraining | None:
+        """The `[baseline.training]` table as a validated MethodTraining (None without one)."""
+        table = self.baseline.get("training")
+        if table is None:
+            return None
+        check(isinstance(table, Mapping) and isinstance(table.get("method"), str),
+              f"recipe '{self.name}': [baseline.training] needs method = \"NAME\" and the method's settings")
+        return method_training(table["method"], {k: v for k, v in table.items() if k != "method"})
+
+    def baseline_spec(self, seed: int, data_dir: str | Path | None = None) -> TrainSpec:
+        """The spec of this recipe's baseline for one seed: the protocol with [baseline]'s overrides."""
+        overrides = {k: v for k, v in self.baseline.items() if k != "training"}
+        return baseline_spec(self.model, self.dataset, seed=seed, data_dir=data_dir, **overrides,
+                             training=self.baseline_training(), **dict(self.model_options))
 
     def method_settings(self) -> Spec:
         """The [prune] table (all but `method`) as the method's settings, validated by its dataclass."""
@@ -132,8 +154,7 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
         def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
             return progress(f"seed {seed} {label}") if progress else None
 
-        spec = baseline_spec(recipe.model, recipe.dataset, seed=seed, data_dir=data_dir, **dict(recipe.baseline),
-                             **dict(recipe.model_options))
+        spec = recipe.baseline_spec(seed, data_dir)
         if lottery_settings is not None:
             spec = spec.replace(save_init=True, snapshot_epochs=lottery_settings.snapshot_epochs())
         base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,28 +11,43 @@ import torch
 
 from prunectl import paths
 from prunectl.core.flops import count
-from prunectl.core.hparams import OptimSpec, ScheduleSpec, TrainSpec
+from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec, TrainSpec, slimming_training
 from prunectl.core.io import save_tensors, write_json
+from prunectl.core.spec import Spec, settings_from
 from prunectl.data import Dataset, canonical_dataset, dataset_facts, load_dataset, verify_dataset
 from prunectl.engine.arms import arm_for_stage
 from prunectl.engine.protocols import PROTOCOLS
 from prunectl.errors import ArtifactError, BadValueError
+from prunectl.methods import get_method
 from prunectl.models import ArchModel, build_model, default_arch
 from prunectl.runs.store import Run, load_weights, prepare_run, record_protocol, run_location, write_lineage
-from prunectl.training.trainer import Hooks, Progress, Trainer
+from prunectl.training.hooks import KeepMasks, TrainingBehaviour
+from prunectl.training.trainer import Progress, Trainer
 
 
 def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,
                   batch_size: int | None = None, weight_decay: float | None = None,
                   momentum: float | None = None, seed: int = 0, sparsity: float = 0.0,
-                  data_dir: str | Path | None = None, **model_options: Any) -> TrainSpec:
+                  training: MethodTraining | None = None, data_dir: str | Path | None = None,
+                  **model_options: Any) -> TrainSpec:
     """The spec of a baseline run: the protocol the dataset follows (`dataset_facts`: its registration's, or for
     user data the default inferred from its images), with any value the caller overrides.
+
+    `training` is a method acting during training (validated here against the method's training settings);
+    `sparsity=S` is short for Network Slimming's `MethodTraining("slimming", {"sparsity": S})`.
 
     >>> spec = baseline_spec("smallcnn", "mnist5k", epochs=2)
     >>> spec.schedule.epochs, spec.optim.lr
     (2, 0.1)
+    >>> baseline_spec("smallcnn", "mnist5k", sparsity=1e-4).training
+    MethodTraining(method='slimming', settings={'sparsity': 0.0001})
     """
+    if sparsity and training is not None:
+        raise BadValueError("give either sparsity (Network Slimming's shortcut) or a training method, not both")
+    if sparsity < 0:
+        raise BadValueError(f"sparsity must be >= 0, got {sparsity}")
+    training = (method_training(training.method, training.settings) if training is not None
+                else slimming_training(sparsity))
     dataset, fingerprint = canonical_dataset(dataset, data_dir)
     facts = dataset_facts(dataset, data_dir=data_dir)
     proto = PROTOCOLS[facts.protocol.name]
@@ -39,7 +55,42 @@ def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: fl
     optim = _override(proto.optim, lr=lr, batch_size=batch_size, weight_decay=weight_decay, momentum=momentum)
     schedule = _override(proto.schedule, epochs=epochs)
     return TrainSpec(arch=arch, dataset=dataset, data_fingerprint=fingerprint, optim=optim, schedule=schedule,
-                     seed=seed, sparsity=sparsity)
+                     seed=seed, training=training)
+
+
+def method_training(method: str, settings: Mapping[str, Any] | None = None) -> MethodTraining:
+    """A method's training, validated by its `training_settings` and normalised (defaults omitted, integers of
+    float settings as floats), so equal settings give equal run ids: `method_training("slimming", {"sparsity":
+    1e-4})`. An unknown method, a method that does not act during training, or an unknown or ill-typed setting
+    is a one-line BadValueError naming what is valid.
+    """
+    return MethodTraining(method, _training_settings(method, settings or {}).to_dict(omit_defaults=True))
+
+
+def _training_settings(name: str, values: Mapping[str, Any]) -> Spec:
+    method = get_method(name)
+    if method.training_settings is None:
+        raise BadValueError(f"method '{name}' does not act during training (it only prunes a trained model)")
+    owner = f"training of method '{name}'"
+    fields = dataclasses.fields(method.training_settings)  # type: ignore[arg-type]
+    missing = [f.name for f in fields if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing and set(values) <= {f.name for f in fields}:  # unknown keys: settings_from names the valid ones
+        raise BadValueError(f"{owner} needs {', '.join(repr(k) for k in missing)} (e.g. --set {missing[0]}=VALUE)")
+    return settings_from(method.training_settings, values, owner)
+
+
+def behaviours_for(spec: TrainSpec, model: ArchModel,
+                   masks: Mapping[str, torch.Tensor] | None = None) -> list[TrainingBehaviour]:
+    """What the trainer applies for `spec`: the method's training behaviour, then the kept mask (last, so a
+    masked weight's gradient stays zero whatever a method added to it)."""
+    behaviours: list[TrainingBehaviour] = []
+    if spec.training is not None:
+        settings = _training_settings(spec.training.method, spec.training.settings)
+        behaviours.append(get_method(spec.training.method).training(settings, model))
+    if masks is not None:
+        behaviours.append(KeepMasks(masks))
+    return behaviours
 
 
 def _override(spec: Any, **values: Any) -> Any:
@@ -57,6 +108,8 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     fingerprint first, for a stored run too: a changed file is an error, not a silently reused run. `note`
     hears, once everything is checked and just before training starts, which protocol the data follows and why.
     """
+    if spec.training is not None:  # a bad method or setting fails before anything is written
+        _training_settings(spec.training.method, spec.training.settings)
     _verify_data(spec, out)
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
@@ -71,9 +124,9 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     write_json(run.file(paths.ARCH), model.to_arch().to_dict())
     if masks is not None:
         save_tensors(run.file(paths.MASK), masks)
-    hooks = Hooks(sparsity=spec.sparsity, masks=masks, save_init=spec.save_init,
-                  snapshot_epochs=spec.snapshot_epochs, progress=progress)
-    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, hooks, device, spec.augment)
+    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, behaviours_for(spec, model, masks),
+                      device=device, augment=spec.augment, save_init=spec.save_init,
+                      snapshot_epochs=spec.snapshot_epochs, progress=progress)
     if note is not None and data.protocol is not None:
         note(f"protocol: {data.protocol.name} ({data.protocol.why})")
     summary = trainer.fit()
@@ -171,4 +224,5 @@ def _rewind(model: ArchModel, spec: TrainSpec, parent: Run | None, source: Run |
     load_weights(model, source.weights(name), source.file(name))
 
 
-__all__ = ["OptimSpec", "ScheduleSpec", "TrainSpec", "baseline_spec", "finish", "train"]
+__all__ = ["MethodTraining", "OptimSpec", "ScheduleSpec", "TrainSpec", "baseline_spec", "behaviours_for", "finish",
+           "method_training", "train"]

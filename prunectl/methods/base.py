@@ -10,11 +10,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from prunectl.core.hparams import MethodTraining
 from prunectl.core.registry import Registry
 from prunectl.core.spec import Spec
 from prunectl.data import Dataset
+from prunectl.errors import BadValueError
 from prunectl.models import ArchModel
 from prunectl.structure import StructureEdit
+from prunectl.training.hooks import TrainingBehaviour
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,12 @@ class MethodFacts:
 @dataclass
 class PruneContext:
     """What a method may need besides the model: training data (data-driven methods such as ThiNet sample
-    activations), the Network Slimming penalty the baseline was trained with, the mask of an already
-    weight-pruned model (lottery rounds prune a fraction of what is left), and a sink for remarks that the CLI
-    shows the user (e.g. "the per-layer floor bound in 3 layers")."""
+    activations), the method the baseline was trained with (`training`: its name and training settings, None
+    for a plain run), the mask of an already weight-pruned model (lottery rounds prune a fraction of what is
+    left), and a sink for remarks that the CLI shows the user (e.g. "the per-layer floor bound in 3 layers")."""
 
     data: Dataset | None = None
-    trained_sparsity: float = 0.0
+    training: MethodTraining | None = None
     mask: Mapping[str, torch.Tensor] | None = None
     note: Callable[[str], None] = lambda message: None
 
@@ -94,6 +97,16 @@ class Method(abc.ABC):
     def prune(self, model: ArchModel, settings: Any, context: PruneContext) -> PruneOutcome:
         """Return the pruned model (a new module; `model` is left as it was)."""
 
+    # -- acting during training (prunectl/training/hooks.py) ---------------------------------------------
+    # A method that acts while the baseline trains (a penalty, masks renewed every few epochs, extra scale
+    # parameters) sets `training_settings` to the frozen Spec dataclass of its training-time settings and
+    # returns its behaviour from `training`; `train --method NAME --set KEY=VALUE` then trains with it.
+    training_settings: ClassVar[type[Spec] | None] = None
+
+    def training(self, settings: Any, model: ArchModel) -> TrainingBehaviour:
+        """The behaviour that applies `settings` (a `training_settings` instance) while `model` trains."""
+        raise BadValueError(f"method '{self.name}' does not act during training")
+
 
 METHODS: Registry[type[Method]] = Registry("pruning method")
 
@@ -101,6 +114,8 @@ METHODS: Registry[type[Method]] = Registry("pruning method")
 def register_method(cls: type[Method]) -> type[Method]:
     if not isinstance(cls.__dict__.get("facts"), MethodFacts):
         raise TypeError(f"{cls.__name__} needs a `facts = MethodFacts(...)` class attribute")
+    if cls.facts.trains != (cls.training_settings is not None):  # `prunectl methods` must tell the truth
+        raise TypeError(f"{cls.__name__}: facts.trains must be True exactly when it sets training_settings")
     METHODS.add(cls.facts.name, cls)
     return cls
 

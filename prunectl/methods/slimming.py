@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from prunectl.core.spec import Spec, check, helptext
 from prunectl.methods.base import Method, MethodFacts, PruneContext, PruneOutcome, register_method
@@ -20,6 +21,7 @@ from prunectl.structure import (
     require,
     top_indices,
 )
+from prunectl.training.hooks import TrainingBehaviour
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,32 @@ class SlimmingSettings(Spec):
         check(0 < self.ratio < 1, f"slimming: ratio must be in (0, 1), got {self.ratio}")
         check(isinstance(self.min_channels, int) and not isinstance(self.min_channels, bool)
               and self.min_channels >= 1, f"slimming: min_channels must be an integer >= 1, got {self.min_channels!r}")
+
+
+@dataclass(frozen=True)
+class SlimmingTraining(Spec):
+    """Network Slimming's training: the L1 penalty s·Σ|γ| on every BN scale (`train --sparsity S` is short for
+    `train --method slimming --set sparsity=S`)."""
+
+    sparsity: float = helptext("the penalty s on |BN scale| (the paper: 1e-4 for VGG, 1e-5 for PreResNet and "
+                               "DenseNet)")
+
+    def __post_init__(self) -> None:
+        check(self.sparsity > 0, f"slimming: sparsity must be > 0, got {self.sparsity} (train without a method "
+                                 "for no penalty)")
+
+
+class SparsityPenalty(TrainingBehaviour):
+    """Adds s · sign(γ) to the gradient of every BatchNorm scale γ after backward: the subgradient of the
+    paper's s·Σ|γ| (Liu et al. 2017, eq. 1), with γ's weight decay left as for every other weight."""
+
+    def __init__(self, sparsity: float) -> None:
+        self.sparsity = sparsity
+
+    def after_backward(self, model: nn.Module) -> None:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.grad is not None:
+                m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=self.sparsity)
 
 
 @dataclass(frozen=True)
@@ -82,10 +110,11 @@ class SlimmingPruner(Method):
     dense connection keeps its size and its `ChannelSelection` drops them (PreResNet, DenseNet). Unlike the seed,
     no layer is emptied: `min_channels` is a floor, and `report["floor_bound"]` lists where it decided.
 
+    >>> from prunectl.core.hparams import slimming_training
     >>> from prunectl.methods import get_method
     >>> from prunectl.models import create_model
-    >>> method = get_method("slimming")
-    >>> out = method.prune(create_model("smallcnn"), SlimmingSettings(ratio=0.5), PruneContext(trained_sparsity=1e-4))
+    >>> method, SPARSE = get_method("slimming"), slimming_training(1e-4)
+    >>> out = method.prune(create_model("smallcnn"), SlimmingSettings(ratio=0.5), PruneContext(training=SPARSE))
     >>> out.model.to_arch().name, out.report["floor_bound"]
     ('smallcnn-slim0.5', ['features.0', 'features.4', 'features.8', 'features.12'])
     """
@@ -96,10 +125,14 @@ class SlimmingPruner(Method):
         citation="Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017",
         imagenet_finetune_epochs=5)
     settings = SlimmingSettings
+    training_settings = SlimmingTraining
+
+    def training(self, settings: SlimmingTraining, model: ArchModel) -> SparsityPenalty:
+        return SparsityPenalty(settings.sparsity)
 
     def prune(self, model: ArchModel, settings: SlimmingSettings, context: PruneContext) -> PruneOutcome:
         scored_groups(model)  # refuse an unsupported model before any remark
-        if context.trained_sparsity == 0:
+        if context.training is None or context.training.method != self.name:
             context.note("warning: the baseline was not trained with --sparsity; Network Slimming expects the BN "
                          "scales to be sparsified (s = 1e-4 for VGG, 1e-5 for PreResNet / DenseNet)")
         choice = select_channels(model, settings.ratio, settings.min_channels)

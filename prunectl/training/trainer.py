@@ -1,11 +1,11 @@
-"""The training loop: SGD + step schedule, the hooks pruning methods need, and exact resume from checkpoints."""
+"""The training loop: SGD + step schedule, the methods' training behaviours, and exact resume from checkpoints."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from prunectl import paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.io import load_tensors, save_tensors, tensors_metadata, write_text
 from prunectl.data import Dataset
-from prunectl.errors import BadValueError
+from prunectl.errors import ArtifactError, BadValueError
+from prunectl.training.hooks import TrainingBehaviour
 
 
 @dataclass(frozen=True)
@@ -30,26 +31,6 @@ class Progress:
     batch: int
     batches: int
     metrics: Mapping[str, float] | None = None  # set at the end of an epoch
-
-
-@dataclass
-class Hooks:
-    """Method-specific behaviour, added to the plain loop without the loop knowing the methods.
-
-    - `sparsity`: Network Slimming's s; adds s · sign(γ) to the gradient of every BatchNorm scale γ.
-    - `masks`: parameter name → 0/1 tensor; masked weights are zero before the first step and after every step.
-    - `on_epoch_end(model, epoch)`: runs after each epoch's last step, before evaluation (Soft Filter Pruning).
-    - `save_init`: write the weights as they are before the first step to `init.safetensors` (lottery tickets).
-    - `snapshot_epochs`: write the weights after these epochs (late rewinding).
-    - `progress`: called with a `Progress` after every batch and epoch.
-    """
-
-    sparsity: float = 0.0
-    masks: Mapping[str, torch.Tensor] | None = None
-    on_epoch_end: Callable[[nn.Module, int], None] | None = None
-    save_init: bool = False
-    snapshot_epochs: tuple[int, ...] = ()
-    progress: Callable[[Progress], None] | None = None
 
 
 @dataclass
@@ -80,13 +61,6 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask)
-
-
 def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
     """Top-1 accuracy (%) and mean cross-entropy on the test split."""
     model.eval()
@@ -100,16 +74,50 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.dev
     return {"test_acc": 100.0 * correct / n, "test_loss": loss_sum / n}
 
 
+BEHAVIOUR_PREFIX = "behaviour."  # checkpoint keys of behaviour state: behaviour.<index in the list>.<its key>
+
+
+def build_optimizer(model: nn.Module, optim: OptimSpec, behaviours: Sequence[TrainingBehaviour]) -> torch.optim.SGD:
+    """SGD over a default group (every parameter no behaviour claims, with the run's settings) followed by the
+    behaviours' groups in order, each with its own settings; a group keeps its `name` and `lr_scale`."""
+    claimed: dict[int, str] = {}
+    groups: list[dict[str, Any]] = []
+    for behaviour in behaviours:
+        for group in behaviour.param_groups(model):
+            for param in group.params:
+                if id(param) in claimed:
+                    raise BadValueError(f"parameter group '{group.name}' takes a parameter that group "
+                                        f"'{claimed[id(param)]}' already has")
+                claimed[id(param)] = group.name
+            overrides = {"weight_decay": group.weight_decay, "momentum": group.momentum, "nesterov": group.nesterov}
+            groups.append({"params": list(group.params), "name": group.name, "lr_scale": group.lr_scale,
+                           "lr": optim.lr * group.lr_scale, **{k: v for k, v in overrides.items() if v is not None}})
+    default = [p for p in model.parameters() if id(p) not in claimed]
+    groups.insert(0, {"params": default, "name": "default", "lr_scale": 1.0})
+    try:
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay,
+                               nesterov=optim.nesterov)
+    except ValueError as err:  # e.g. Nesterov with a group's momentum 0
+        raise BadValueError(f"bad optimiser group settings: {err}") from None
+
+
 class Trainer:
     """Trains `model` in `run_dir`, checkpointing every epoch; `fit()` resumes from the last checkpoint.
+
+    `behaviours` are the methods' training behaviours (prunectl/training/hooks.py), called in list order at
+    each hook. Plain options: `save_init` writes the weights as they are before the first step to
+    `init.safetensors` (lottery tickets); `snapshot_epochs` writes the weights after these epochs (late
+    rewinding); `progress` is called with a `Progress` after every batch and epoch.
 
     >>> trainer = Trainer(model, data, OptimSpec(), ScheduleSpec(epochs=2), seed=0, run_dir=path)  # doctest: +SKIP
     >>> summary = trainer.fit()                                                                      # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, data: Dataset, optim: OptimSpec, schedule: ScheduleSpec, seed: int,
-                 run_dir: Path, hooks: Hooks | None = None, device: str | torch.device | None = None,
-                 augment: bool = True, eval_batch_size: int = 256) -> None:
+                 run_dir: Path, behaviours: Sequence[TrainingBehaviour] = (), *,
+                 device: str | torch.device | None = None, augment: bool = True, save_init: bool = False,
+                 snapshot_epochs: Sequence[int] = (), progress: Callable[[Progress], None] | None = None,
+                 eval_batch_size: int = 256) -> None:
         self.device = resolve_device(str(device) if device is not None else None)
         self.model = model.to(self.device)
         if any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
@@ -117,15 +125,10 @@ class Trainer:
             # only the in-memory layout changes: saved weights are contiguous, values are the same.
             self.model.to(memory_format=torch.channels_last)
         self.data, self.optim_spec, self.schedule, self.seed = data, optim, schedule, seed
-        self.run_dir, self.hooks, self.augment = run_dir, hooks or Hooks(), augment
-        self.eval_batch_size = eval_batch_size
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=optim.lr, momentum=optim.momentum,
-            weight_decay=optim.weight_decay, nesterov=optim.nesterov,
-        )
-        self.masks = {k: v.to(self.device) for k, v in (self.hooks.masks or {}).items()}
-        self._bn_scales = [m.weight for m in self.model.modules()
-                           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+        self.run_dir, self.augment, self.eval_batch_size = run_dir, augment, eval_batch_size
+        self.behaviours = list(behaviours)
+        self.save_init, self.snapshot_epochs, self.progress = save_init, tuple(snapshot_epochs), progress
+        self.optimizer = build_optimizer(self.model, optim, self.behaviours)
 
     # -- public -----------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -134,15 +137,15 @@ class Trainer:
             start = time.perf_counter()
             train_metrics = self._train_epoch(epoch)
             train_metrics["train_seconds"] = round(time.perf_counter() - start, 4)
-            if self.hooks.on_epoch_end is not None:
-                self.hooks.on_epoch_end(self.model, epoch)
+            for behaviour in self.behaviours:
+                behaviour.on_epoch_end(self.model, epoch, self.schedule.epochs)
             metrics = {"epoch": epoch + 1, "lr": self.schedule.lr_at(epoch, self.optim_spec.lr), **train_metrics,
                        **evaluate(self.model, self.data, self.eval_batch_size, self.device)}
             state.wall_seconds += time.perf_counter() - start
             metrics["wall_seconds"] = round(state.wall_seconds, 3)
             state.history.append(metrics)
             state.epoch = epoch + 1
-            if state.epoch in self.hooks.snapshot_epochs:
+            if state.epoch in self.snapshot_epochs:
                 save_tensors(self.run_dir / paths.rewind_weights(state.epoch), self.model.state_dict())
             self._save_checkpoint(state)
             self._report(Progress(epoch + 1, self.schedule.epochs, 0, 0, metrics))
@@ -152,7 +155,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         lr = self.schedule.lr_at(epoch, self.optim_spec.lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints before groups existed have no lr_scale
         seed = epoch_seed(self.seed, epoch)
         torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
         batches = self.data.batches("train", self.optim_spec.batch_size, shuffle=True, augment=self.augment,
@@ -166,41 +169,31 @@ class Trainer:
             loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self._before_step()
+            # Behaviours see the true gradients: should mixed precision come, unscale before this line.
+            for behaviour in self.behaviours:
+                behaviour.after_backward(self.model)
             self.optimizer.step()
-            if self.masks:
-                apply_masks(self.model, self.masks)
+            for behaviour in self.behaviours:
+                behaviour.after_step(self.model, lr)
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            if self.hooks.progress is not None:
+            if self.progress is not None:
                 self._report(Progress(epoch + 1, self.schedule.epochs, i + 1, len(batches)))
         return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
 
-    def _before_step(self) -> None:
-        if self.hooks.sparsity:
-            for gamma in self._bn_scales:
-                if gamma.grad is not None:
-                    gamma.grad.add_(torch.sign(gamma.detach()), alpha=self.hooks.sparsity)
-        if self.masks:
-            params = dict(self.model.named_parameters())
-            for name, mask in self.masks.items():
-                grad = params[name].grad
-                if grad is not None:
-                    grad.mul_(mask)
-
     def _report(self, event: Progress) -> None:
-        if self.hooks.progress is not None:
-            self.hooks.progress(event)
+        if self.progress is not None:
+            self.progress(event)
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def _resume_or_start(self) -> _State:
         ckpt = self.run_dir / paths.CHECKPOINT
         if ckpt.is_file():
             return self._load_checkpoint(ckpt)
-        if self.masks:
-            apply_masks(self.model, self.masks)
-        if self.hooks.save_init:
+        for behaviour in self.behaviours:
+            behaviour.on_train_start(self.model)
+        if self.save_init:
             save_tensors(self.run_dir / paths.INIT, self.model.state_dict())
         return _State()
 
@@ -211,20 +204,37 @@ class Trainer:
             for key, value in slots.items():
                 if torch.is_tensor(value):
                     tensors[f"optim.{idx}.{key}"] = value
+        for i, behaviour in enumerate(self.behaviours):
+            for key, value in behaviour.state_dict().items():
+                tensors[f"{BEHAVIOUR_PREFIX}{i}.{key}"] = value
         meta = {"epoch": str(state.epoch), "wall_seconds": repr(state.wall_seconds),
-                "history": json.dumps(state.history), "param_groups": json.dumps(optim["param_groups"])}
-        save_tensors(self.run_dir / paths.CHECKPOINT, tensors, metadata=meta)
+                "history": json.dumps(state.history), "param_groups": json.dumps(optim["param_groups"]),
+                "behaviours": json.dumps([type(b).__name__ for b in self.behaviours])}
+        # metrics first: whoever sees a checkpoint also finds the metrics of its epochs (resume rewrites them)
         self._write_metrics(state.history)
+        save_tensors(self.run_dir / paths.CHECKPOINT, tensors, metadata=meta)
 
     def _load_checkpoint(self, ckpt: Path) -> _State:
         tensors, meta = load_tensors(ckpt), tensors_metadata(ckpt)
+        names = [type(b).__name__ for b in self.behaviours]
+        saved_names = json.loads(meta.get("behaviours", "null"))
+        if saved_names is not None and saved_names != names:
+            raise ArtifactError(f"{ckpt} was written with training behaviours {saved_names}, not {names}; "
+                                "delete it to start this run afresh")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, idx, name = key.split(".", 2)
                 slots.setdefault(int(idx), {})[name] = value.to(self.device)
-        self.optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["param_groups"])})
+        try:
+            self.optimizer.load_state_dict({"state": slots, "param_groups": json.loads(meta["param_groups"])})
+        except ValueError as err:  # another number or size of parameter groups
+            raise ArtifactError(f"{ckpt} does not match this run's optimiser groups ({err})") from None
+        for i, behaviour in enumerate(self.behaviours):
+            prefix = f"{BEHAVIOUR_PREFIX}{i}."
+            behaviour.load_state_dict({k[len(prefix):]: v.to(self.device) for k, v in tensors.items()
+                                       if k.startswith(prefix)})
         state = _State(int(meta["epoch"]), float(meta["wall_seconds"]), json.loads(meta["history"]))
         self._write_metrics(state.history)
         return state
