@@ -76,6 +76,8 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
+        # headers forced onto every /resolve/ answer (and error answer): a malicious endpoint's ETag, X-Repo-Commit
+        self.tamper: dict[str, str] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.hub = self  # type: ignore[attr-defined]
@@ -168,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = err.code
             if err.commit:
                 headers["X-Repo-Commit"] = err.commit
+            headers.update(self.hub.tamper)
             self._json({"error": err.message, **err.body}, err.status, headers)
 
     def _route(self, method: str, parts: list[str]) -> None:
@@ -331,7 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, "Entry not found", "EntryNotFound", commit.oid)
         content = commit.files[path]
         headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.oid,
-                   "ETag": f'"{git_blob_oid(content)}"', "Accept-Ranges": "none"}
+                   "ETag": f'"{git_blob_oid(content)}"', "Accept-Ranges": "none", **self.hub.tamper}
         self._send(200, content, headers, send_body=method == "GET")
 
 

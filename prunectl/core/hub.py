@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunectl.core import hubguard
 from prunectl.errors import BadValueError, HubError
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 HF_PREFIX = "hf:"
 REF_FORMAT = "hf:OWNER/REPO[@REVISION]"
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+_COMMIT = hubguard.COMMIT
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def parse_ref(ref: str) -> HubRef:
         validate_repo_id(repo_id)
     except HFValidationError as err:
         raise BadValueError(f"invalid Hugging Face repo id '{repo_id}': {_one_line(err)}") from None
+    if revision:
+        hubguard.check_revision(revision, ref)
     return HubRef(repo_id, revision or None)
 
 
@@ -187,9 +189,12 @@ def upload(ref: HubRef, files: Mapping[str, bytes | Path], *, card_data: ModelCa
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    if ref.revision:
+        hubguard.check_revision(ref.revision, str(ref))
     if ref.revision and _COMMIT.fullmatch(ref.revision):
         raise BadValueError(f"cannot push to commit {ref.revision}: name a branch with --revision")
     api = HfApi(token=hub_token or token())
+    hubguard.guard_session()
     with hub_errors(ref, "push"):
         api.create_repo(ref.repo_id, private=private, exist_ok=True)
         if ref.revision and ref.revision != "main":
@@ -226,6 +231,9 @@ def download(ref: HubRef, files: list[str], *, marker: str = "config.json") -> S
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
+    if ref.revision:
+        hubguard.check_revision(ref.revision, str(ref))
+    hubguard.guard_session()  # every header that becomes a cache path is checked before it is used
     with hub_errors(ref, "pull"):
         try:
             first = Path(hf_hub_download(ref.repo_id, marker, revision=ref.revision))
@@ -235,6 +243,10 @@ def download(ref: HubRef, files: list[str], *, marker: str = "config.json") -> S
         if not _COMMIT.fullmatch(commit):
             raise HubError(f"cannot pull {ref}: huggingface_hub returned {first}, not a file of one commit")
         folder = Path(snapshot_download(ref.repo_id, revision=commit, allow_patterns=files))
+    if folder.name != commit:
+        raise hubguard.UnsafeHubResponse(f"cannot pull {ref}: huggingface_hub returned {folder}, not the snapshot "
+                                         f"of commit {commit}")
+    hubguard.check_snapshot_files(folder, [marker, *files], f"{ref}@{commit[:12]}")
     return Snapshot(folder, ref.repo_id, ref.revision, commit)
 
 
