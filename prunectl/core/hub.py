@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -164,19 +165,51 @@ def card_metadata(*, model_name: str, dataset: str, tags: list[str], accuracy: f
 
 
 def render_card(data: ModelCardData, body: str, existing: str | None = None) -> str:
-    """A new card (`data` + `body`), or `existing` with only its metadata block updated: the user's text is kept."""
-    from huggingface_hub import ModelCard
+    """A new card (`data` + `body`), or `existing` with only its metadata block updated: the user's text is kept.
 
+    The front matter is written by yaml.safe_dump from JSON-compatible data, so it never holds a tag that
+    constructs an object; an existing card whose front matter is not plain YAML data is refused, not rewritten.
+    """
+    ours = _plain(data.to_dict())
     if existing is None:
-        return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"))
-    card = ModelCard(existing, ignore_metadata_errors=True)
-    ours = data.to_dict()
-    user_tags = list(card.data.get("tags") or [])
-    for key, value in vars(data).items():
-        if value is not None and key != "tags":
-            card.data[key] = value
-    card.data["tags"] = user_tags + [t for t in ours.get("tags", []) if t not in user_tags]
-    return str(card)
+        return f"---\n{_safe_yaml(ours)}---\n\n{body.strip()}\n"
+    meta, text = _split_card(existing)
+    user_tags = [t for t in (meta.get("tags") or []) if isinstance(t, str)]
+    merged = {**meta, **{k: v for k, v in ours.items() if k != "tags"}}
+    merged["tags"] = user_tags + [t for t in ours.get("tags", []) if t not in user_tags]
+    return f"---\n{_safe_yaml(merged)}---\n{text}"
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON data (dicts, lists, strings, finite numbers, booleans, null) or a ValueError."""
+    return json.loads(json.dumps(value, allow_nan=False, default=str))
+
+
+def _safe_yaml(data: Mapping[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, default_flow_style=False))
+
+
+def _split_card(card: str) -> tuple[dict[str, Any], str]:
+    """The existing card's metadata (plain data only) and its text after the front matter."""
+    import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    match = REGEX_YAML_BLOCK.search(card)
+    if not match:
+        return {}, "\n" + card
+    try:
+        meta = yaml.safe_load(match.group(2))
+    except yaml.YAMLError as err:
+        raise HubError(f"cannot push: the repo's README.md front matter is not plain YAML data "
+                       f"({_one_line(err)[:120]}); fix or remove that block on the Hub first") from None
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise HubError("cannot push: the repo's README.md front matter is not a mapping; fix or remove that "
+                       "block on the Hub first")
+    return _plain(meta), card[match.end():]
 
 
 # --- upload / download ------------------------------------------------------------------------------------------

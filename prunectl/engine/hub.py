@@ -18,6 +18,7 @@ from prunectl.core.hub import HubRef, Snapshot
 from prunectl.core.io import load_tensors, read_json, write_json
 from prunectl.errors import ArtifactError, BadValueError, HubError, OutputError, PrunectlError
 from prunectl.models import Arch, build_model
+from prunectl.runs.export import export_files
 from prunectl.runs.store import Run, load_weights, open_run
 
 if TYPE_CHECKING:
@@ -40,15 +41,15 @@ def push(run: Run | str | Path, repo: str, *, revision: str | None = None, priva
         raise BadValueError(f"two revisions given: '{ref.revision}' in {repo} and --revision '{revision}'")
     ref = HubRef(ref.repo_id, revision or ref.revision)
     run = run if isinstance(run, Run) else open_run(run)
-    result = run.result()
-    if not run.has(paths.MODEL):
+    if not os.path.lexists(run.file(paths.RESULT)):
+        raise ArtifactError(f"run {run.path} has not finished (no {paths.RESULT})")
+    if not os.path.lexists(run.file(paths.MODEL)):
         raise ArtifactError(f"run {run.path} has no {paths.MODEL} to push")
-    arch = run.arch()
+    checked, arch = export_files(run.path)  # regular files of the run only, parsed, re-serialised, shapes checked
+    result = json.loads(checked[paths.RESULT])
     config = {**arch.to_dict(), "library_name": LIBRARY, "prunectl_version": __version__}
-    files: dict[str, bytes | Path] = {paths.CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
-    for name in (paths.MODEL, paths.SPEC, paths.RESULT, *OPTIONAL):
-        if run.has(name):
-            files[name] = run.file(name)
+    files: dict[str, bytes | Path] = {paths.CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+                                      **checked}
     data, body = _card(run, arch, result, ref)
     message = commit_message or f"prunectl push: {run.stage} run {run.id}"
     return hub.upload(ref, files, card_data=data, card_body=body, private=private, commit_message=message)

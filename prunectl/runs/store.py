@@ -11,9 +11,11 @@ import torch
 
 from prunectl import __version__, paths
 from prunectl.core.io import load_tensors, read_json, write_json
+from prunectl.core import validate
 from prunectl.core.spec import Spec, spec_from_record
 from prunectl.errors import ArtifactError, OutputError
 from prunectl.models import Arch, ArchModel, build_model
+from prunectl.models.budget import meta_model
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Run:
 
     @property
     def record(self) -> dict[str, Any]:
-        return read_json(self.path / paths.SPEC)
+        return validate.check_record(read_json(self.path / paths.SPEC), self.path / paths.SPEC)
 
     @property
     def id(self) -> str:
@@ -53,7 +55,7 @@ class Run:
     def result(self) -> dict[str, Any]:
         if not self.is_done():
             raise ArtifactError(f"run {self.path} has not finished (no {paths.RESULT})")
-        return dict(read_json(self.path / paths.RESULT))
+        return dict(validate.check_result(read_json(self.path / paths.RESULT), self.path / paths.RESULT))
 
     def arch(self) -> Arch:
         return Arch.load(self.path / paths.ARCH)
@@ -61,17 +63,29 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         if not self.has(paths.METRICS):
             return []
-        return [json.loads(line) for line in (self.path / paths.METRICS).read_text().splitlines() if line]
+        path = self.path / paths.METRICS
+        try:
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ArtifactError(f"{path}: not valid JSON lines ({err}); {validate.RESTORE}") from None
+        return validate.check_metrics(lines, path)
 
     def weights(self, name: str = paths.MODEL) -> dict[str, torch.Tensor]:
         return load_tensors(self.path / name)
 
     def lineage(self) -> list[dict[str, Any]]:
         """Spec records of this run's ancestors, parent first (empty for a baseline)."""
-        return list(read_json(self.path / paths.LINEAGE)) if self.has(paths.LINEAGE) else []
+        if not self.has(paths.LINEAGE):
+            return []
+        return validate.check_lineage(read_json(self.path / paths.LINEAGE), self.path / paths.LINEAGE)
 
     def mask(self) -> dict[str, torch.Tensor] | None:
-        return load_tensors(self.path / paths.MASK) if self.has(paths.MASK) else None
+        """The run's 0/1 masks, checked to fit its architecture (names and shapes), or None."""
+        if not self.has(paths.MASK):
+            return None
+        mask = load_tensors(self.path / paths.MASK)
+        validate.check_mask(mask, meta_model(self.arch()), self.path / paths.MASK)
+        return mask
 
     def model(self, weights: str = paths.MODEL) -> ArchModel:
         """Rebuild the network from arch.json and load `weights` (strictly: shapes must match)."""
