@@ -7,6 +7,7 @@ that names the file and says how to recover. See docs/security.md.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from prunectl.errors import ArtifactError, PrunectlError
+from prunectl.errors import ArtifactError, BadValueError, PrunectlError
 
 RUN_ID = re.compile(r"[0-9a-f]{12}")
 _STAGE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
@@ -107,5 +108,34 @@ def check_mask(mask: Mapping[str, torch.Tensor], model: torch.nn.Module, path: P
             raise _fail(path, f"mask '{name}' holds values other than 0 and 1")
 
 
-__all__ = ["RUN_ID", "check_lineage", "check_mask", "check_metrics", "check_record", "check_result",
+RESTART = "delete the checkpoint to restart this run"
+
+
+def check_checkpoint(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str], model: torch.nn.Module,
+                     path: Path | str) -> None:
+    """A training checkpoint holds this model's tensors (names and shapes) and readable resume metadata."""
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    check_tensors_fit(weights, model.state_dict(), path, what="checkpoint", recover=RESTART)
+    try:
+        int(meta["epoch"]), float(meta["wall_seconds"])
+        history, groups = json.loads(meta["history"]), json.loads(meta["param_groups"])
+        if not isinstance(history, list) or not isinstance(groups, list):
+            raise TypeError("history and param_groups must be lists")
+        for key in tensors:
+            if key.startswith("optim."):
+                int(key.split(".", 2)[1])
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise _fail(path, f"not a checkpoint of this run ({type(err).__name__}: {err})", RESTART) from None
+
+
+def check_finite(metrics: Mapping[str, Any], epoch: int, run_dir: Path | str) -> None:
+    """Stop a diverged run: a non-finite loss is a one-line error; the previous epoch's checkpoint stays."""
+    for key in ("train_loss", "test_loss"):
+        value = metrics.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadValueError(f"training diverged: {key} is {value} in epoch {epoch} (lr {metrics.get('lr')}); "
+                                f"the checkpoint of the last good epoch is kept in {run_dir}; try a lower --lr")
+
+
+__all__ = ["RESTART", "RUN_ID", "check_checkpoint", "check_finite", "check_lineage", "check_mask", "check_metrics", "check_record", "check_result",
            "check_tensors_fit", "record_shape"]

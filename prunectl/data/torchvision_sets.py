@@ -46,7 +46,7 @@ class _Source:
     needs: str | None = None  # a module the reader imports, named in the error if missing
 
 
-def _read_cifar(cls: type, label_key: str) -> Callable[[Path, bool, bool], Arrays]:
+def _read_cifar(cls: type[datasets.CIFAR10], label_key: str) -> Callable[[Path, bool, bool], Arrays]:
     """torchvision's file lists and archive, but batches read by prunectl's restricted unpickler (cifar_batches)."""
     def read(root: Path, train: bool, download: bool) -> Arrays:
         folder = root / cls.base_folder

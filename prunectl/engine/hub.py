@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunectl import __version__, paths
-from prunectl.core import hub
+from prunectl.core import hub, validate
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.hub import HubRef, Snapshot
-from prunectl.core.io import load_tensors, read_json, write_json
+from prunectl.core.io import load_tensors, parse_json, read_json, write_json
 from prunectl.errors import ArtifactError, BadValueError, HubError, OutputError, PrunectlError
 from prunectl.models import Arch, build_model
 from prunectl.runs.export import export_files
@@ -150,11 +150,10 @@ def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
     missing = [name for name in REQUIRED if not (snap.path / name).is_file()]
     if missing:
         raise HubError(f"{ref} is missing {', '.join(missing)}; push it again with `prunectl push`")
-    record, result = _json(snap.path / paths.SPEC, label), _json(snap.path / paths.RESULT, label)
-    if not isinstance(record, dict) or "id" not in record or "spec" not in record:
-        raise ArtifactError(f"{paths.SPEC} in {label} is not a prunectl run spec")
-    if not isinstance(result, dict):
-        raise ArtifactError(f"{paths.RESULT} in {label} is not a JSON object")
+    validate.check_record(_json(snap.path / paths.SPEC, label), f"{label}/{paths.SPEC}")
+    validate.check_result(_json(snap.path / paths.RESULT, label), f"{label}/{paths.RESULT}")
+    if (snap.path / paths.LINEAGE).is_file():
+        validate.check_lineage(_json(snap.path / paths.LINEAGE, label), f"{label}/{paths.LINEAGE}")
     fields = {k: v for k, v in config.items() if k not in ("library_name", "prunectl_version")}
     try:
         arch = Arch.from_dict(fields)
@@ -165,14 +164,16 @@ def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
         raise ArtifactError(f"{paths.CONFIG} in {label} does not describe a buildable architecture: {err}") from None
     load_weights(model, _tensors(snap.path / paths.MODEL, label), source=f"{label}/{paths.MODEL}")
     if (snap.path / paths.MASK).is_file():
-        _tensors(snap.path / paths.MASK, label)
+        validate.check_mask(_tensors(snap.path / paths.MASK, label), model, f"{label}/{paths.MASK}")
+    if (snap.path / paths.METRICS).is_file():
+        Run(snap.path).metrics()  # one JSON object per line
     return arch
 
 
 def _json(path: Path, label: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return parse_json(path.read_text(), f"{path.name} in {label}")
+    except (OSError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{path.name} in {label} is not valid JSON ({err})") from None
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from prunectl import __version__, paths
-from prunectl.core.io import load_tensors, read_json, write_json
 from prunectl.core import validate
+from prunectl.core.io import load_tensors, read_json, write_json
 from prunectl.core.spec import Spec, spec_from_record
 from prunectl.errors import ArtifactError, OutputError
 from prunectl.models import Arch, ArchModel, build_model
@@ -124,6 +124,12 @@ def write_lineage(run: Run, parent: Run) -> None:
     write_json(run.file(paths.LINEAGE), [parent.record, *parent.lineage()])
 
 
+def never_trained(path: Path) -> bool:
+    """A run directory holding only the records a failed start leaves (no weights, metrics or results): such a
+    run may be replaced by a different spec, so a corrected command is not refused as "a different run"."""
+    return {p.name for p in path.iterdir()} <= {paths.SPEC, paths.LINEAGE}
+
+
 def run_location(spec: Spec, stage: str, out: str | Path | None) -> Path:
     return Path(out).expanduser() if out is not None else paths.runs_root() / f"{stage}-{spec.spec_hash()}"
 
@@ -137,10 +143,12 @@ def prepare_run(spec: Spec, stage: str, out: str | Path | None = None) -> Run:
             raise OutputError(f"{path} exists and is not a directory; choose another --out")
         if (path / paths.SPEC).is_file():
             found = Run(path).id
-            if found != run_id:
+            if found == run_id:
+                return Run(path)
+            if not never_trained(path):
                 raise OutputError(f"{path} holds a different run ({found}, not {run_id}); choose another --out")
-            return Run(path)
-        if any(path.iterdir()):
+            (path / paths.LINEAGE).unlink(missing_ok=True)  # a failed start's records are replaced below
+        elif any(path.iterdir()):
             raise OutputError(f"{path} exists and is not a prunectl run; choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from prunectl import paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.io import load_tensors, save_tensors, tensors_metadata, write_text
+from prunectl.core.validate import check_checkpoint, check_finite
 from prunectl.data import Dataset
 from prunectl.errors import BadValueError
 
@@ -138,6 +139,7 @@ class Trainer:
                 self.hooks.on_epoch_end(self.model, epoch)
             metrics = {"epoch": epoch + 1, "lr": self.schedule.lr_at(epoch, self.optim_spec.lr), **train_metrics,
                        **evaluate(self.model, self.data, self.eval_batch_size, self.device)}
+            check_finite(metrics, epoch + 1, self.run_dir)  # a diverged run stops here; its last checkpoint is kept
             state.wall_seconds += time.perf_counter() - start
             metrics["wall_seconds"] = round(state.wall_seconds, 3)
             state.history.append(metrics)
@@ -218,6 +220,7 @@ class Trainer:
 
     def _load_checkpoint(self, ckpt: Path) -> _State:
         tensors, meta = load_tensors(ckpt), tensors_metadata(ckpt)
+        check_checkpoint(tensors, meta, self.model, ckpt)  # names, shapes and metadata, before anything is loaded
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
