@@ -32,6 +32,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def new_file(path: Path, option: str) -> None:
+    """Refuse an output path that is a directory or already exists: such outputs are never overwritten."""
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give {option} a file name, e.g. {path / 'arch.json'}")
+    if path.exists() or path.is_symlink():
+        raise OutputError(f"{path} already exists and is never overwritten; remove it or choose another {option}")
+
+
 def write_text(path: Path, text: str) -> None:
     try:
         with atomic_path(path) as tmp:
@@ -90,6 +98,9 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapp
             save_file(flat, str(tmp), metadata=dict(metadata) if metadata else None)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror}") from None
+    except SafetensorError as err:  # safetensors reports I/O failures (a full disk: ENOSPC) as its own type
+        raise OutputError(f"cannot write {path}: {' '.join(str(err).split())[:200]}; free some space (or check the "
+                          "disk) and rerun: nothing was half-written") from None
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

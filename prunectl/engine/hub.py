@@ -133,10 +133,30 @@ def reuse_pulled(target: Path, snap: Snapshot) -> Run | None:
     if target.is_dir() and (target / paths.SOURCE).is_file():
         src = read_json(target / paths.SOURCE)
         if src.get("repo_id") == snap.repo_id and src.get("commit") == snap.commit:
+            changed = _changed_files(target, snap)
+            if changed:
+                raise ArtifactError(f"{target} is a pull of {snap.repo_id}@{snap.commit[:12]} but its {changed[0]} "
+                                    "differs from the source (modified or damaged); delete the directory and pull "
+                                    "again")
             return Run(target)
         raise OutputError(f"{target} holds a different pull ({src.get('repo_id')}@{str(src.get('commit'))[:12]}); "
                           "choose another --out")
     raise OutputError(f"{target} exists and is not a pulled prunectl run; choose another --out")
+
+
+def _changed_files(target: Path, snap: Snapshot) -> list[str]:
+    """Files materialise copied from the snapshot that are no longer byte-identical in `target` (sha256)."""
+    def digest(path: Path) -> str | None:
+        if path.is_symlink() or not path.is_file():
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    names = (paths.MODEL, paths.SPEC, paths.RESULT, *OPTIONAL)
+    return [n for n in names if digest(target / n) != digest(snap.path / n)]
 
 
 def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
