@@ -54,7 +54,7 @@ def test_a_malformed_spec_record_is_a_one_line_error_naming_the_file(copy_of, co
     run = copy_of()
     (run / paths.SPEC).write_text(content)
     with pytest.raises(ArtifactError) as err:
-        open_run(run).record
+        _ = open_run(run).record
     assert words in one_line(err) and str(run / paths.SPEC) in str(err.value)
     error = one_line_error(cli("push", str(run), "hf:alice/never-contacted"))  # refused before any request
     assert words in error and "delete the run directory" in error
@@ -64,7 +64,7 @@ def test_an_edited_spec_that_keeps_its_id_is_refused(copy_of):
     run = copy_of()
     edit_json(run / paths.SPEC, lambda d: {**d, "spec": {**d["spec"], "seed": 7}})
     with pytest.raises(ArtifactError, match="is not the hash of its spec"):
-        open_run(run).id
+        _ = open_run(run).id
 
 
 @pytest.mark.parametrize("value", ['"93.1"', "true", "[1]", "1e999"])
