@@ -48,7 +48,7 @@ def push(run: Run | str | Path, repo: str, *, revision: str | None = None, priva
     checked, arch = export_files(run.path)  # regular files of the run only, parsed, re-serialised, shapes checked
     result = json.loads(checked[paths.RESULT])
     config = {**arch.to_dict(), "library_name": LIBRARY, "prunectl_version": __version__}
-    files: dict[str, bytes | Path] = {paths.CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+    files: dict[str, bytes | Path] = {paths.CONFIG: (json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
                                       **checked}
     data, body = _card(run, arch, result, ref)
     message = commit_message or f"prunectl push: {run.stage} run {run.id}"

@@ -214,7 +214,7 @@ class Trainer:
                 if torch.is_tensor(value):
                     tensors[f"optim.{idx}.{key}"] = value
         meta = {"epoch": str(state.epoch), "wall_seconds": repr(state.wall_seconds),
-                "history": json.dumps(state.history), "param_groups": json.dumps(optim["param_groups"])}
+                "history": json.dumps(state.history, allow_nan=False), "param_groups": json.dumps(optim["param_groups"])}
         save_tensors(self.run_dir / paths.CHECKPOINT, tensors, metadata=meta)
         self._write_metrics(state.history)
 
@@ -233,7 +233,7 @@ class Trainer:
         return state
 
     def _write_metrics(self, history: list[dict[str, Any]]) -> None:
-        write_text(self.run_dir / paths.METRICS, "".join(json.dumps(m, sort_keys=True) + "\n" for m in history))
+        write_text(self.run_dir / paths.METRICS, "".join(json.dumps(m, sort_keys=True, allow_nan=False) + "\n" for m in history))
 
     def _summary(self, state: _State) -> dict[str, Any]:
         best = max(state.history, key=lambda m: m["test_acc"])
