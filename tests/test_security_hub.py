@@ -201,3 +201,12 @@ def test_generated_front_matter_is_plain_data(hub, copy_of):  # noqa: F811
 def test_pushed_run_still_round_trips(hub, pushed, tmp_path):  # noqa: F811
     run = open_run(hub_engine.pull("hf:alice/lenet", out=tmp_path / "back").path)
     assert run.id == pushed.id
+
+
+def test_a_tampered_local_copy_of_a_pull_is_not_reused(hub, pushed, tmp_path):  # noqa: F811
+    first = hub_engine.pull("hf:alice/lenet")
+    assert hub_engine.pull("hf:alice/lenet").path == first.path  # an intact copy is reused
+    result = json.loads(first.file(paths.RESULT).read_text())
+    first.file(paths.RESULT).write_text(json.dumps({**result, "final_acc": 99.9}))
+    error = one_line_error(cli("pull", "hf:alice/lenet"))
+    assert "differs from the source" in error and paths.RESULT in error

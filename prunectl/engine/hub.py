@@ -146,8 +146,8 @@ def reuse_pulled(target: Path, snap: Snapshot) -> Run | None:
 
 def _changed_files(target: Path, snap: Snapshot) -> list[str]:
     """Files materialise copied from the snapshot that are no longer byte-identical in `target` (sha256)."""
-    def digest(path: Path) -> str | None:
-        if path.is_symlink() or not path.is_file():
+    def digest(path: Path, follow: bool) -> str | None:  # the cache's snapshot files are symlinks to its blobs
+        if (path.is_symlink() and not follow) or not path.is_file():
             return None
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -156,7 +156,7 @@ def _changed_files(target: Path, snap: Snapshot) -> list[str]:
         return h.hexdigest()
 
     names = (paths.MODEL, paths.SPEC, paths.RESULT, *OPTIONAL)
-    return [n for n in names if digest(target / n) != digest(snap.path / n)]
+    return [n for n in names if digest(target / n, False) != digest(snap.path / n, True)]
 
 
 def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
