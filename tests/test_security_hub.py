@@ -210,3 +210,10 @@ def test_a_tampered_local_copy_of_a_pull_is_not_reused(hub, pushed, tmp_path):  
     first.file(paths.RESULT).write_text(json.dumps({**result, "final_acc": 99.9}))
     error = one_line_error(cli("pull", "hf:alice/lenet"))
     assert "differs from the source" in error and paths.RESULT in error
+
+
+def test_a_file_declared_over_the_download_limit_is_refused_before_its_body(hub, pushed, tmp_path):  # noqa: F811
+    hub.server.tamper = {"X-Linked-Size": str(10**12)}
+    error = one_line_error(cli("pull", "hf:alice/lenet", "--out", str(tmp_path / "out")))
+    assert "over the limit" in error and "PRUNECTL_MAX_DOWNLOAD_BYTES" in error
+    assert_nothing_written(tmp_path / "out")

@@ -208,3 +208,20 @@ def test_the_size_check_leaves_the_global_rng_alone():
     b = FAMILIES.get("lenet5" if "lenet5" in FAMILIES.names() else default_arch("lenet5").family)(
         default_arch("lenet5")).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_npz_declaring_huge_arrays_is_refused_before_decompressing(tmp_path):
+    import zipfile
+
+    from prunectl.data import load_dataset
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
+    header["shape"] = (10**11, 8, 8)  # 6.4 TB declared by a file of a few hundred bytes
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("images.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+        with z.open("labels.npy", "w") as f:
+            np.save(f, np.zeros(10, np.int64))
+    with pytest.raises(BadValueError) as err:
+        load_dataset(f"npz:{tmp_path / 'bomb.npz'}")
+    assert "decoded size" in one_line(err) and "PRUNECTL_MAX_DATA_BYTES" in str(err.value)

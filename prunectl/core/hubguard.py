@@ -8,6 +8,7 @@ everything before an absolute part), ``refs/<revision>``, ``.no_exist/<X-Repo-Co
 * installs a response hook on huggingface_hub's shared HTTP client (`guard_session`) that rejects any response
   whose ``X-Repo-Commit`` is not 40 hex digits or whose ``X-Linked-Etag``/``ETag`` on a ``/resolve/`` URL is not a
   sha1 or sha256 digest -- the hook runs before the client reads the body or builds a path from the header;
+* refuses a file whose declared size (``X-Linked-Size``/``Content-Length``) is over the download limit;
 * checks every file of the downloaded snapshot is a regular file inside the repo's cache folder
   (`check_snapshot_files`) before anything is copied into a run.
 
@@ -22,6 +23,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from prunectl.core import limits
 from prunectl.errors import BadValueError, HubError
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -69,6 +71,11 @@ def check_response(response: Any) -> None:
         if etag is not None and not _DIGEST.fullmatch(_normalised_etag(etag)):
             raise UnsafeHubResponse(f"refusing the response from {url.split('?')[0]}: its ETag {etag[:60]!r} is "
                                     "not a sha1/sha256 digest (is HF_ENDPOINT a trusted Hub?)")
+        size = headers.get("X-Linked-Size") or headers.get("Content-Length")
+        limit = limits.current().download_bytes
+        if size is not None and size.strip().isdigit() and int(size) > limit:
+            too_big = limits.exceeded(f"the size of {url.split('?')[0]} (bytes)", int(size), "download_bytes", limit)
+            raise UnsafeHubResponse(str(too_big))
 
 
 def guard_session() -> None:

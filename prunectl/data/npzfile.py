@@ -72,6 +72,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataUnavailableError(f"npz file {path} not found (relative paths are tried in the working directory, "
                                    f"then in --data-dir)")
+    limits.check_npz_size(path)  # before decompressing anything: a tiny file can declare huge arrays
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
