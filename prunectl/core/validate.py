@@ -19,7 +19,7 @@ import torch
 from prunectl.errors import ArtifactError, BadValueError, PrunectlError
 
 RUN_ID = re.compile(r"[0-9a-f]{12}")
-_STAGE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+_STAGE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")  # a name, never a path
 # result.json fields that are numbers when present (None allowed where a stage has no such figure)
 NUMERIC_RESULT = ("final_acc", "final_loss", "best_acc", "best_epoch", "epochs", "wall_seconds",
                   "train_images_per_second", "params", "flops", "seed")
