@@ -78,6 +78,7 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         # headers forced onto every /resolve/ answer (and error answer): a malicious endpoint's ETag, X-Repo-Commit
         self.tamper: dict[str, str] = {}
+        self.tamper_only: set[str] = set()  # if set: tamper only the answers for these file paths
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.hub = self  # type: ignore[attr-defined]
@@ -334,7 +335,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(404, "Entry not found", "EntryNotFound", commit.oid)
         content = commit.files[path]
         headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.oid,
-                   "ETag": f'"{git_blob_oid(content)}"', "Accept-Ranges": "none", **self.hub.tamper}
+                   "ETag": f'"{git_blob_oid(content)}"', "Accept-Ranges": "none"}
+        if not self.hub.tamper_only or path in self.hub.tamper_only:
+            headers.update(self.hub.tamper)
         self._send(200, content, headers, send_body=method == "GET")
 
 

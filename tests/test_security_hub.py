@@ -64,6 +64,15 @@ def test_an_absolute_etag_never_becomes_a_path(hub, pushed, tmp_path, header):  
     assert_nothing_written(tmp_path / "out")
 
 
+def test_an_absolute_etag_on_a_later_file_is_refused_too(hub, pushed, tmp_path):  # noqa: F811
+    escaped = tmp_path / "escaped-weights"
+    hub.server.tamper, hub.server.tamper_only = {"ETag": f'"{escaped}"'}, {paths.MODEL}
+    error = one_line_error(cli("pull", "hf:alice/lenet", "--out", str(tmp_path / "out")))
+    assert "not a sha1/sha256 digest" in error and paths.MODEL in error
+    assert not list(tmp_path.glob("escaped*")) and files_outside(tmp_path, hub.home, paths.home()) == []
+    assert_nothing_written(tmp_path / "out")
+
+
 @pytest.mark.parametrize("commit", ["../../x", "../../../../escaped", "/abs/commit", "0" * 39])
 def test_a_forged_repo_commit_header_is_refused(hub, pushed, tmp_path, commit):  # noqa: F811
     hub.server.tamper = {"X-Repo-Commit": commit}
@@ -217,3 +226,13 @@ def test_a_file_declared_over_the_download_limit_is_refused_before_its_body(hub,
     error = one_line_error(cli("pull", "hf:alice/lenet", "--out", str(tmp_path / "out")))
     assert "over the limit" in error and "PRUNECTL_MAX_DOWNLOAD_BYTES" in error
     assert_nothing_written(tmp_path / "out")
+
+
+def test_a_tampered_ref_in_the_cache_is_refused_offline(hub, pushed, tmp_path):  # noqa: F811
+    hub_engine.pull("hf:alice/lenet", out=tmp_path / "first")
+    [ref] = [p for p in hub.home.rglob("main") if p.parent.name == "refs"]
+    ref.write_text("../../../" + ref.read_text())
+    hub.offline()
+    error = one_line_error(cli("pull", "hf:alice/lenet", "--out", str(tmp_path / "second")))
+    assert "refused a cache path outside its snapshots" in error
+    assert_nothing_written(tmp_path / "second")

@@ -140,6 +140,9 @@ def hub_errors(ref: HubRef, action: str) -> Iterator[None]:
     except ValueError as err:
         if str(err).startswith("Invalid metadata in README.md"):  # create_commit validates the card first
             raise HubError(f"cannot {action}: {_one_line(err)}") from None
+        if str(err).startswith("Invalid pointer path"):  # a cache ref or header naming a place outside snapshots/
+            raise HubError(f"cannot {action}: huggingface_hub refused a cache path outside its snapshots for {repo}"
+                           f"@{rev}; delete that repo's folder in the Hugging Face cache and pull again") from None
         raise
 
 
