@@ -192,6 +192,12 @@ def test_limits_can_be_raised_and_lowered_explicitly(monkeypatch):
     monkeypatch.setenv("PRUNECTL_MAX_PARAMS", "1000")
     with pytest.raises(BadValueError, match="parameter count of lenet300100"):
         build_model(default_arch("lenet300100"))
+    monkeypatch.setenv("PRUNECTL_MAX_PARAMS", "1e9")
+    monkeypatch.setenv("PRUNECTL_MAX_ACTIVATIONS", "1000")  # lenet5: 14,602 output elements per example
+    with pytest.raises(BadValueError, match="activation size of lenet5"):
+        build_model(default_arch("lenet5"))
+    monkeypatch.setenv("PRUNECTL_MAX_ACTIVATIONS", "20000")
+    assert build_model(default_arch("lenet5")) is not None
     monkeypatch.setenv("PRUNECTL_MAX_PARAMS", "lots")
     with pytest.raises(BadValueError, match="not a positive number"):
         build_model(default_arch("lenet300100"))

@@ -47,6 +47,15 @@ def activation_elements(model: torch.nn.Module, input_size: tuple[int, int, int]
     return total
 
 
+def _activation_bound(model: torch.nn.Module, input_size: tuple[int, int, int]) -> int:
+    """A quick over-estimate for the layers prunectl builds (none upsamples): every leaf's output at most the
+    widest channel/feature count at the full input resolution."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    widths = [input_size[0]] + [v for m in leaves for name in ("out_channels", "out_features", "num_features")
+                                if isinstance(v := getattr(m, name, None), int)]
+    return len(leaves) * max(widths) * input_size[1] * input_size[2]
+
+
 def check_size(arch: Arch) -> None:
     """Refuse (one-line BadValueError) an architecture whose parameters or activations exceed the limits."""
     lim = limits.current()
@@ -55,6 +64,8 @@ def check_size(arch: Arch) -> None:
     params = sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers())
     if params > lim.params:
         raise limits.exceeded(f"the parameter count of {name}", params, "params", lim.params)
+    if _activation_bound(model, arch.input_size) <= lim.activations:
+        return  # cheaply below the limit: no need for the meta forward pass
     acts = activation_elements(model, arch.input_size)
     if acts is not None and acts > lim.activations:
         raise limits.exceeded(f"the activation size of {name} (elements per example)", acts, "activations",
