@@ -76,6 +76,9 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
+        # headers forced onto every /resolve/ answer (and error answer): a malicious endpoint's ETag, X-Repo-Commit
+        self.tamper: dict[str, str] = {}
+        self.tamper_only: set[str] = set()  # if set: tamper only the answers for these file paths
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.hub = self  # type: ignore[attr-defined]
@@ -168,6 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["X-Error-Code"] = err.code
             if err.commit:
                 headers["X-Repo-Commit"] = err.commit
+            headers.update(self.hub.tamper)
             self._json({"error": err.message, **err.body}, err.status, headers)
 
     def _route(self, method: str, parts: list[str]) -> None:
@@ -332,6 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
         content = commit.files[path]
         headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": commit.oid,
                    "ETag": f'"{git_blob_oid(content)}"', "Accept-Ranges": "none"}
+        if not self.hub.tamper_only or path in self.hub.tamper_only:
+            headers.update(self.hub.tamper)
         self._send(200, content, headers, send_body=method == "GET")
 
 

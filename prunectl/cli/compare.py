@@ -12,12 +12,12 @@ from prunectl.cli.compare_render import render_table, to_markdown
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.threads import apply_threads
-from prunectl.engine.compare import CompareReport, find_runs, report
+from prunectl.engine.compare import METRICS, CompareReport, arm_name, find_runs, parse_gate, report
 from prunectl.engine.lottery import LotterySettings
 from prunectl.engine.lottery import lottery as run_lottery
-from prunectl.engine.plot import plot
+from prunectl.engine.plot import check_plot_path, plot
 from prunectl.engine.recipe import builtin_recipes
-from prunectl.errors import EXIT_GATE_FAILED
+from prunectl.errors import EXIT_GATE_FAILED, BadValueError
 
 MetricOpt = Annotated[str, typer.Option("--metric", help="final (last epoch, default) or best (selects on the "
                                                          "test set: a known flaw, offered for comparison).")]
@@ -55,6 +55,7 @@ def compare(
     apply_threads(threads)
     output = Output(as_json or markdown)
     targets = targets or ["quick"]
+    _preflight(metric, reference, gate, plot_file)
     if len(targets) == 1 and _is_recipe(targets[0]):
         recipe = engine.load_recipe(targets[0])
         with output.progress_board() as board:
@@ -63,6 +64,17 @@ def compare(
     else:
         runs = find_runs(targets)
     _finish(output, report(runs, metric=metric, reference=reference, gates=gate or ()), plot_file, markdown)
+
+
+def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: Path | None) -> None:
+    """The report's options, checked before a recipe trains anything (a typo must not cost a whole recipe)."""
+    if metric not in METRICS:
+        raise BadValueError(f"unknown metric '{metric}' (valid: {', '.join(METRICS)})")
+    arm_name(reference)
+    for text in gates or ():
+        parse_gate(text)
+    if plot_file is not None:
+        check_plot_path(plot_file)
 
 
 def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool) -> None:
@@ -98,6 +110,7 @@ def lottery(
     """Winning ticket vs random initialisation, round by round (iterative magnitude pruning with rewinding)."""
     apply_threads(threads)
     output = Output(as_json or markdown)
+    _preflight(metric, "random-init", gate, plot_file)
     with output.progress_board() as board:
         if _is_recipe(target):
             runs = engine.run_recipe(engine.load_recipe(target), data_dir=data_dir, device=device, progress=board,

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prunectl.errors import ArtifactError, BadValueError
+from prunectl.core import limits
+from prunectl.errors import ArtifactError, BadValueError, PrunectlError
 
 ARCH_SCHEMA = 1
 
@@ -35,6 +36,7 @@ class Arch:
             raise BadValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if len(self.input_size) != 3 or min(self.input_size) < 1:
             raise BadValueError(f"input_size must be (channels, height, width), got {self.input_size}")
+        limits.check_arch_numbers(self.num_classes, self.input_size)
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         # Normalise through JSON so tuples/lists compare equal and the record is certainly serialisable.
         object.__setattr__(self, "config", json.loads(json.dumps(self.config)))
@@ -57,6 +59,8 @@ class Arch:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Arch:
         try:
+            if not isinstance(d.get("config"), Mapping) or not isinstance(d.get("family"), str):
+                raise ArtifactError("not an architecture record: needs a 'family' name and a 'config' object")
             if d.get("schema", ARCH_SCHEMA) != ARCH_SCHEMA:
                 raise ArtifactError(f"architecture schema {d['schema']} is not supported (expected {ARCH_SCHEMA})")
             return cls(
@@ -67,7 +71,9 @@ class Arch:
                 name=d.get("name"),
                 notes=d.get("notes", {}),
             )
-        except (KeyError, TypeError) as err:
+        except PrunectlError:
+            raise
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise ArtifactError(f"not an architecture record: missing or malformed field {err}") from None
 
     def to_json(self) -> str:
@@ -75,18 +81,28 @@ class Arch:
 
     @classmethod
     def from_json(cls, text: str) -> Arch:
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as err:
-            raise ArtifactError(f"architecture JSON does not parse: {err}") from None
+        from prunectl.core.io import parse_json
+
+        data = parse_json(text, "architecture JSON")
+        if not isinstance(data, dict):
+            raise ArtifactError(f"not an architecture record: a JSON {type(data).__name__}, not an object")
+        return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
+        from prunectl.core.io import parse_json
+
         path = Path(path)
         try:
-            return cls.from_json(path.read_text())
+            data = parse_json(path.read_text(), path)
         except OSError as err:
             raise ArtifactError(f"cannot read architecture {path}: {err.strerror}") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{path} is not an architecture record (a JSON {type(data).__name__})")
+        try:
+            return cls.from_dict(data)
+        except ArtifactError as err:
+            raise ArtifactError(f"{path}: {err}") from None
 
     def same_structure(self, other: Arch) -> bool:
         """True when both records build the same network (ignores `name` and `notes`)."""

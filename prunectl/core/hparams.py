@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ class OptimSpec(Spec):
 
     def __post_init__(self) -> None:
         check(self.lr > 0, f"learning rate must be > 0, got {self.lr}")
+        check(math.isfinite(self.lr), f"learning rate must be a finite number, got {self.lr}")
+        check(math.isfinite(self.weight_decay), f"weight decay must be a finite number, got {self.weight_decay}")
         check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         check(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
         check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
@@ -54,6 +57,7 @@ class ScheduleSpec(Spec):
         check(0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}")
         check(self.warmup_epochs >= 0, "warmup epochs must be >= 0")
         check(self.warmup_epochs == 0 or self.warmup_lr is not None, "warmup needs warmup_lr")
+        check(self.warmup_lr is None or (0 < self.warmup_lr < math.inf), "warmup_lr must be a finite number > 0")
 
     def milestone_epochs(self) -> list[int]:
         return [int(round(m * self.epochs)) for m in self.milestones]
@@ -142,6 +146,9 @@ class TrainSpec(Spec):
     def __post_init__(self) -> None:
         check(self.training is None or isinstance(self.training, MethodTraining),
               f"training must be a MethodTraining, got {type(self.training).__name__}")
+        check(all(1 <= e <= self.schedule.epochs for e in self.snapshot_epochs),
+              f"snapshot epochs must lie in 1..{self.schedule.epochs} (the run's epochs), got {self.snapshot_epochs}")
+        check(0 <= self.seed < 2**64, f"seed must be in [0, 2**64) (what torch.manual_seed takes), got {self.seed}")
         check(self.init in INIT_KINDS, f"init must be one of {', '.join(INIT_KINDS)}, got '{self.init}'")
         check(self.init == "random" or self.parent is not None, f"init '{self.init}' needs a parent run")
         check(not self.masked or self.parent is not None, "a masked run needs a parent run holding the mask")

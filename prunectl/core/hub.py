@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prunectl.core import hubguard
 from prunectl.errors import BadValueError, HubError
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 HF_PREFIX = "hf:"
 REF_FORMAT = "hf:OWNER/REPO[@REVISION]"
 NO_TOKEN = "no Hugging Face token: set HF_TOKEN or run `hf auth login`"
-_COMMIT = re.compile(r"[0-9a-f]{40}")
+_COMMIT = hubguard.COMMIT
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ def parse_ref(ref: str) -> HubRef:
         validate_repo_id(repo_id)
     except HFValidationError as err:
         raise BadValueError(f"invalid Hugging Face repo id '{repo_id}': {_one_line(err)}") from None
+    if revision:
+        hubguard.check_revision(revision, ref)
     return HubRef(repo_id, revision or None)
 
 
@@ -137,6 +140,9 @@ def hub_errors(ref: HubRef, action: str) -> Iterator[None]:
     except ValueError as err:
         if str(err).startswith("Invalid metadata in README.md"):  # create_commit validates the card first
             raise HubError(f"cannot {action}: {_one_line(err)}") from None
+        if str(err).startswith("Invalid pointer path"):  # a cache ref or header naming a place outside snapshots/
+            raise HubError(f"cannot {action}: huggingface_hub refused a cache path outside its snapshots for {repo}"
+                           f"@{rev}; delete that repo's folder in the Hugging Face cache and pull again") from None
         raise
 
 
@@ -162,19 +168,51 @@ def card_metadata(*, model_name: str, dataset: str, tags: list[str], accuracy: f
 
 
 def render_card(data: ModelCardData, body: str, existing: str | None = None) -> str:
-    """A new card (`data` + `body`), or `existing` with only its metadata block updated: the user's text is kept."""
-    from huggingface_hub import ModelCard
+    """A new card (`data` + `body`), or `existing` with only its metadata block updated: the user's text is kept.
 
+    The front matter is written by yaml.safe_dump from JSON-compatible data, so it never holds a tag that
+    constructs an object; an existing card whose front matter is not plain YAML data is refused, not rewritten.
+    """
+    ours = _plain(data.to_dict())
     if existing is None:
-        return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n"))
-    card = ModelCard(existing, ignore_metadata_errors=True)
-    ours = data.to_dict()
-    user_tags = list(card.data.get("tags") or [])
-    for key, value in vars(data).items():
-        if value is not None and key != "tags":
-            card.data[key] = value
-    card.data["tags"] = user_tags + [t for t in ours.get("tags", []) if t not in user_tags]
-    return str(card)
+        return f"---\n{_safe_yaml(ours)}---\n\n{body.strip()}\n"
+    meta, text = _split_card(existing)
+    user_tags = [t for t in (meta.get("tags") or []) if isinstance(t, str)]
+    merged = {**meta, **{k: v for k, v in ours.items() if k != "tags"}}
+    merged["tags"] = user_tags + [t for t in ours.get("tags", []) if t not in user_tags]
+    return f"---\n{_safe_yaml(merged)}---\n{text}"
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON data (dicts, lists, strings, finite numbers, booleans, null) or a ValueError."""
+    return json.loads(json.dumps(value, allow_nan=False, default=str))
+
+
+def _safe_yaml(data: Mapping[str, Any]) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, default_flow_style=False))
+
+
+def _split_card(card: str) -> tuple[dict[str, Any], str]:
+    """The existing card's metadata (plain data only) and its text after the front matter."""
+    import yaml
+    from huggingface_hub.repocard import REGEX_YAML_BLOCK
+
+    match = REGEX_YAML_BLOCK.search(card)
+    if not match:
+        return {}, "\n" + card
+    try:
+        meta = yaml.safe_load(match.group(2))
+    except yaml.YAMLError as err:
+        raise HubError(f"cannot push: the repo's README.md front matter is not plain YAML data "
+                       f"({_one_line(err)[:120]}); fix or remove that block on the Hub first") from None
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        raise HubError("cannot push: the repo's README.md front matter is not a mapping; fix or remove that "
+                       "block on the Hub first")
+    return _plain(meta), card[match.end():]
 
 
 # --- upload / download ------------------------------------------------------------------------------------------
@@ -187,9 +225,12 @@ def upload(ref: HubRef, files: Mapping[str, bytes | Path], *, card_data: ModelCa
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    if ref.revision:
+        hubguard.check_revision(ref.revision, str(ref))
     if ref.revision and _COMMIT.fullmatch(ref.revision):
         raise BadValueError(f"cannot push to commit {ref.revision}: name a branch with --revision")
     api = HfApi(token=hub_token or token())
+    hubguard.guard_session()
     with hub_errors(ref, "push"):
         api.create_repo(ref.repo_id, private=private, exist_ok=True)
         if ref.revision and ref.revision != "main":
@@ -226,6 +267,9 @@ def download(ref: HubRef, files: list[str], *, marker: str = "config.json") -> S
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
+    if ref.revision:
+        hubguard.check_revision(ref.revision, str(ref))
+    hubguard.guard_session()  # every header that becomes a cache path is checked before it is used
     with hub_errors(ref, "pull"):
         try:
             first = Path(hf_hub_download(ref.repo_id, marker, revision=ref.revision))
@@ -235,6 +279,10 @@ def download(ref: HubRef, files: list[str], *, marker: str = "config.json") -> S
         if not _COMMIT.fullmatch(commit):
             raise HubError(f"cannot pull {ref}: huggingface_hub returned {first}, not a file of one commit")
         folder = Path(snapshot_download(ref.repo_id, revision=commit, allow_patterns=files))
+    if folder.name != commit:
+        raise hubguard.UnsafeHubResponse(f"cannot pull {ref}: huggingface_hub returned {folder}, not the snapshot "
+                                         f"of commit {commit}")
+    hubguard.check_snapshot_files(folder, [marker, *files], f"{ref}@{commit[:12]}")
     return Snapshot(folder, ref.repo_id, ref.revision, commit)
 
 

@@ -14,7 +14,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from prunectl.errors import ArtifactError, OutputError
+from prunectl.core import limits
+from prunectl.errors import ArtifactError, BadValueError, OutputError
 
 
 @contextmanager
@@ -31,6 +32,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def new_file(path: Path, option: str) -> None:
+    """Refuse an output path that is a directory or already exists: such outputs are never overwritten."""
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; give {option} a file name, e.g. {path / 'arch.json'}")
+    if path.exists() or path.is_symlink():
+        raise OutputError(f"{path} already exists and is never overwritten; remove it or choose another {option}")
+
+
 def write_text(path: Path, text: str) -> None:
     try:
         with atomic_path(path) as tmp:
@@ -40,15 +49,44 @@ def write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Strict JSON (NaN or infinity is an error, never a bare `NaN` token), written atomically."""
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise BadValueError(f"cannot write {path}: {err} (a non-finite number)") from None
+    write_text(path, text)
+
+
+def parse_json(text: str, source: Path | str) -> Any:
+    """Parse JSON read from a run or the Hub: strict (no NaN), within the size and nesting limits."""
+    lim = limits.current()
+    if len(text) > lim.json_bytes:
+        raise limits.exceeded(f"the size of {source} (characters)", len(text), "json_bytes", lim.json_bytes)
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise limits.exceeded(f"the JSON nesting depth of {source}", lim.json_depth + 1, "json_depth",
+                              lim.json_depth) from None
+    except ValueError as err:  # JSONDecodeError, and the NaN/Infinity refusal
+        raise ArtifactError(f"{source} is not valid JSON ({err})") from None
+    limits.check_json_depth(data, str(source))
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"'{name}' is not a JSON number")
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        size = path.stat().st_size
+        lim = limits.current()
+        if size > lim.json_bytes:
+            raise limits.exceeded(f"the size of {path} (bytes)", size, "json_bytes", lim.json_bytes)
+        return parse_json(path.read_text(), path)
     except FileNotFoundError:
         raise ArtifactError(f"missing {path}") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise ArtifactError(f"cannot read {path}: {err}") from None
 
 
@@ -60,6 +98,9 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapp
             save_file(flat, str(tmp), metadata=dict(metadata) if metadata else None)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror}") from None
+    except SafetensorError as err:  # safetensors reports I/O failures (a full disk: ENOSPC) as its own type
+        raise OutputError(f"cannot write {path}: {' '.join(str(err).split())[:200]}; free some space (or check the "
+                          "disk) and rerun: nothing was half-written") from None
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

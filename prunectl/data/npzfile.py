@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prunectl.core import limits
 from prunectl.data.augment import Augment
 from prunectl.data.base import (
     InMemoryDataset,
@@ -60,6 +61,9 @@ def load_npz(name: str, data_dir: str | Path | None = None) -> InMemoryDataset:
         split = f"fixed stratified 80/20, seed {NPZ_SPLIT_SEED}"
     if len(train_x) == 0:
         raise BadValueError(f"{path}: the train split is empty")
+    if len(test_x) == 0:
+        raise BadValueError(f"{path}: the test split is empty (give test_images/test_labels with at least one image, "
+                            "or enough images per class for the 80/20 split)")
     train = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(train_y)
     test = torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y)
     mean, std = channel_stats(train[0])
@@ -77,6 +81,7 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataUnavailableError(f"npz file {path} not found (relative paths are tried in the working directory, "
                                    f"then in --data-dir)")
+    limits.check_npz_size(path)  # before decompressing anything: a tiny file can declare huge arrays
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -116,4 +121,7 @@ def _labels(labels: np.ndarray, count: int, key: str, path: Path) -> np.ndarray:
         raise BadValueError(f"{path}: '{key}' must be integers, got {labels.dtype}")
     if count and labels.min() < 0:
         raise BadValueError(f"{path}: '{key}' must be class indices >= 0, found {labels.min()}")
+    if count and int(labels.max()) >= limits.current().classes:  # the label decides num_classes: bound it
+        raise limits.exceeded(f"the largest label in '{key}' of {path}", int(labels.max()), "classes",
+                              limits.current().classes)
     return labels.astype(np.int64)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle  # only for UnpicklingError: torchvision's CIFAR reader raises it on damaged files
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,37 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision import datasets
+from torchvision.datasets import cifar as tv_cifar
 
 from prunectl.data.augment import Augment
 from prunectl.data.base import FIX_HINT, InMemoryDataset, one_line, register_dataset
+from prunectl.data.cifar_batches import read_batches
 from prunectl.errors import DataUnavailableError
 
 Arrays = tuple[torch.Tensor, torch.Tensor]
-
-
-class _PresenceChecked:
-    """Mixin for torchvision's CIFAR readers: a presence check instead of md5, and no class-name metadata read."""
-
-    root: str
-    base_folder: str
-    train_list: list[list[str]]
-    test_list: list[list[str]]
-    classes: list[str]
-
-    def _check_integrity(self) -> bool:
-        folder = os.path.join(self.root, self.base_folder)
-        return all(os.path.isfile(os.path.join(folder, name)) for name, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:
-        self.classes = []
-
-
-class _PresentCIFAR10(_PresenceChecked, datasets.CIFAR10):
-    pass
-
-
-class _PresentCIFAR100(_PresenceChecked, datasets.CIFAR100):
-    pass
 
 
 class _PresentSVHN(datasets.SVHN):
@@ -70,11 +46,15 @@ class _Source:
     needs: str | None = None  # a module the reader imports, named in the error if missing
 
 
-def _read_cifar(cls: type) -> Callable[[Path, bool, bool], Arrays]:
+def _read_cifar(cls: type[datasets.CIFAR10], label_key: str) -> Callable[[Path, bool, bool], Arrays]:
+    """torchvision's file lists and archive, but batches read by prunectl's restricted unpickler (cifar_batches)."""
     def read(root: Path, train: bool, download: bool) -> Arrays:
-        ds = cls(str(root), train=train, download=download)
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        return images, torch.as_tensor(ds.targets, dtype=torch.int64)
+        folder = root / cls.base_folder
+        names = [name for name, _ in (cls.train_list if train else cls.test_list)]
+        if download and not all((folder / n).is_file() for n in names):  # the archive's md5 is checked
+            tv_cifar.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+        images, labels = read_batches(folder, names, label_key)
+        return torch.from_numpy(np.ascontiguousarray(images)), torch.as_tensor(labels, dtype=torch.int64)
 
     return read
 
@@ -116,8 +96,7 @@ def _fetch(source: _Source, root: Path, download: bool) -> tuple[Arrays, Arrays]
                                        f"{FIX_HINT}") from err
     try:
         return source.read(root, True, False), source.read(root, False, False)
-    except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError, IndexError,
-            pickle.UnpicklingError) as err:
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError, TypeError, IndexError) as err:
         raise DataUnavailableError(f"could not read {source.name} from {root} ({one_line(err)}); the files look "
                                    f"damaged: {FIX_HINT}") from err
 
@@ -131,8 +110,8 @@ def _in_memory(source: _Source, root: Path, download: bool, num_classes: int, me
 
 CIFAR10 = _Source("cifar10", tuple(f"cifar-10-batches-py/{f}" for f in
                                    [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]),
-                  _read_cifar(_PresentCIFAR10))
-CIFAR100 = _Source("cifar100", ("cifar-100-python/train", "cifar-100-python/test"), _read_cifar(_PresentCIFAR100))
+                  _read_cifar(datasets.CIFAR10, "labels"))
+CIFAR100 = _Source("cifar100", ("cifar-100-python/train", "cifar-100-python/test"), _read_cifar(datasets.CIFAR100, "fine_labels"))
 MNIST = _Source("mnist", _idx_files("MNIST"), _read_mnist(datasets.MNIST))
 FASHION_MNIST = _Source("fashion-mnist", _idx_files("FashionMNIST"), _read_mnist(datasets.FashionMNIST))
 SVHN = _Source("svhn", ("train_32x32.mat", "test_32x32.mat"), _read_svhn, needs="scipy.io")

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunectl import __version__, paths
-from prunectl.core import hub
+from prunectl.core import hub, validate
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.hub import HubRef, Snapshot
-from prunectl.core.io import load_tensors, read_json, write_json
+from prunectl.core.io import load_tensors, parse_json, read_json, write_json
 from prunectl.errors import ArtifactError, BadValueError, HubError, OutputError, PrunectlError
 from prunectl.models import Arch, build_model
+from prunectl.runs.export import export_files
 from prunectl.runs.store import Run, load_weights, open_run
 
 if TYPE_CHECKING:
@@ -40,15 +41,15 @@ def push(run: Run | str | Path, repo: str, *, revision: str | None = None, priva
         raise BadValueError(f"two revisions given: '{ref.revision}' in {repo} and --revision '{revision}'")
     ref = HubRef(ref.repo_id, revision or ref.revision)
     run = run if isinstance(run, Run) else open_run(run)
-    result = run.result()
-    if not run.has(paths.MODEL):
+    if not os.path.lexists(run.file(paths.RESULT)):
+        raise ArtifactError(f"run {run.path} has not finished (no {paths.RESULT})")
+    if not os.path.lexists(run.file(paths.MODEL)):
         raise ArtifactError(f"run {run.path} has no {paths.MODEL} to push")
-    arch = run.arch()
+    checked, arch = export_files(run.path)  # regular files of the run only, parsed, re-serialised, shapes checked
+    result = json.loads(checked[paths.RESULT])
     config = {**arch.to_dict(), "library_name": LIBRARY, "prunectl_version": __version__}
-    files: dict[str, bytes | Path] = {paths.CONFIG: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()}
-    for name in (paths.MODEL, paths.SPEC, paths.RESULT, *OPTIONAL):
-        if run.has(name):
-            files[name] = run.file(name)
+    files: dict[str, bytes | Path] = {paths.CONFIG: (json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
+                                      **checked}
     data, body = _card(run, arch, result, ref)
     message = commit_message or f"prunectl push: {run.stage} run {run.id}"
     return hub.upload(ref, files, card_data=data, card_body=body, private=private, commit_message=message)
@@ -132,10 +133,30 @@ def reuse_pulled(target: Path, snap: Snapshot) -> Run | None:
     if target.is_dir() and (target / paths.SOURCE).is_file():
         src = read_json(target / paths.SOURCE)
         if src.get("repo_id") == snap.repo_id and src.get("commit") == snap.commit:
+            changed = _changed_files(target, snap)
+            if changed:
+                raise ArtifactError(f"{target} is a pull of {snap.repo_id}@{snap.commit[:12]} but its {changed[0]} "
+                                    "differs from the source (modified or damaged); delete the directory and pull "
+                                    "again")
             return Run(target)
         raise OutputError(f"{target} holds a different pull ({src.get('repo_id')}@{str(src.get('commit'))[:12]}); "
                           "choose another --out")
     raise OutputError(f"{target} exists and is not a pulled prunectl run; choose another --out")
+
+
+def _changed_files(target: Path, snap: Snapshot) -> list[str]:
+    """Files materialise copied from the snapshot that are no longer byte-identical in `target` (sha256)."""
+    def digest(path: Path, follow: bool) -> str | None:  # the cache's snapshot files are symlinks to its blobs
+        if (path.is_symlink() and not follow) or not path.is_file():
+            return None
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    names = (paths.MODEL, paths.SPEC, paths.RESULT, *OPTIONAL)
+    return [n for n in names if digest(target / n, False) != digest(snap.path / n, True)]
 
 
 def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
@@ -149,11 +170,10 @@ def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
     missing = [name for name in REQUIRED if not (snap.path / name).is_file()]
     if missing:
         raise HubError(f"{ref} is missing {', '.join(missing)}; push it again with `prunectl push`")
-    record, result = _json(snap.path / paths.SPEC, label), _json(snap.path / paths.RESULT, label)
-    if not isinstance(record, dict) or "id" not in record or "spec" not in record:
-        raise ArtifactError(f"{paths.SPEC} in {label} is not a prunectl run spec")
-    if not isinstance(result, dict):
-        raise ArtifactError(f"{paths.RESULT} in {label} is not a JSON object")
+    validate.check_record(_json(snap.path / paths.SPEC, label), f"{label}/{paths.SPEC}")
+    validate.check_result(_json(snap.path / paths.RESULT, label), f"{label}/{paths.RESULT}")
+    if (snap.path / paths.LINEAGE).is_file():
+        validate.check_lineage(_json(snap.path / paths.LINEAGE, label), f"{label}/{paths.LINEAGE}")
     fields = {k: v for k, v in config.items() if k not in ("library_name", "prunectl_version")}
     try:
         arch = Arch.from_dict(fields)
@@ -164,14 +184,16 @@ def _check_snapshot(snap: Snapshot, ref: HubRef) -> Arch:
         raise ArtifactError(f"{paths.CONFIG} in {label} does not describe a buildable architecture: {err}") from None
     load_weights(model, _tensors(snap.path / paths.MODEL, label), source=f"{label}/{paths.MODEL}")
     if (snap.path / paths.MASK).is_file():
-        _tensors(snap.path / paths.MASK, label)
+        validate.check_mask(_tensors(snap.path / paths.MASK, label), model, f"{label}/{paths.MASK}")
+    if (snap.path / paths.METRICS).is_file():
+        Run(snap.path).metrics()  # one JSON object per line
     return arch
 
 
 def _json(path: Path, label: str) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return parse_json(path.read_text(), f"{path.name} in {label}")
+    except (OSError, UnicodeDecodeError) as err:
         raise ArtifactError(f"{path.name} in {label} is not valid JSON ({err})") from None
 
 

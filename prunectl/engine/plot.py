@@ -15,6 +15,19 @@ REMAINING_LABEL = "remaining weights (fraction of the dense network)"
 _METRIC_LABELS = {"final": "final epoch", "best": "best epoch, selected on the test set"}
 
 
+def check_plot_path(path: str | Path) -> tuple[Path, str]:
+    """The plot file and its format, if it can be written (checked before a recipe trains anything)."""
+    path = Path(path).expanduser()
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise BadValueError(f"plot file must end in .png or .svg, not '{path.name}'")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory")
+    return path, fmt
+
+
 def plot(report: CompareReport, path: str | Path) -> Path:
     """Write the figure to `path` (format from its suffix: .png or .svg) atomically; returns the path.
 
@@ -22,12 +35,7 @@ def plot(report: CompareReport, path: str | Path) -> Path:
     weights left, appears when some level carries `remaining` (lottery rounds); the baseline sits at 1.0 there.
     The directory must exist: a missing one is an error, and nothing is written.
     """
-    path = Path(path).expanduser()
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise BadValueError(f"plot file must end in .png or .svg, not '{path.name}'")
-    if not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: directory {path.parent} does not exist")
+    path, fmt = check_plot_path(path)
     figure = _figure(report)
     try:
         with atomic_path(path) as tmp:

@@ -11,7 +11,7 @@ from typing import Any
 from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec
-from prunectl.core.io import save_tensors, write_json
+from prunectl.core.io import new_file, save_tensors, write_json
 from prunectl.core.spec import Spec, register_spec, settings_from
 from prunectl.data import load_dataset, verify_dataset
 from prunectl.errors import ArtifactError, BadValueError
@@ -109,8 +109,10 @@ def extract_arch(run: Run, out: str | Path | None = None) -> dict[str, Any]:
     if out is not None:
         out = Path(out).expanduser()
         record = arch.to_dict()
+        new_file(out, "-o")
         if mask is not None:
             mask_path = out.with_name(out.stem + ".mask.safetensors")
+            new_file(mask_path, "-o")
             save_tensors(mask_path, mask, metadata={"source_run": run.id})
             record.setdefault("notes", {})["mask_file"] = mask_path.name
             written["mask_file"] = str(mask_path)

@@ -46,7 +46,7 @@ class SlimmingTraining(Spec):
                                "DenseNet)")
 
     def __post_init__(self) -> None:
-        check(self.sparsity > 0, f"slimming: sparsity must be > 0, got {self.sparsity} (train without a method "
+        check(0 < self.sparsity < float("inf"), f"slimming: sparsity must be a finite number > 0, got {self.sparsity} (train without a method "
                                  "for no penalty)")
 
 

@@ -44,7 +44,14 @@ def default_arch(name: str, num_classes: int = 10, input_size: tuple[int, int, i
 
 
 def build_model(arch: Arch) -> ArchModel:
-    """Build (and initialise, from torch's global RNG) the network an `Arch` describes."""
+    """Build (and initialise, from torch's global RNG) the network an `Arch` describes.
+
+    Its size is checked first on the meta device (`budget.check_size`), so an absurd width is refused before
+    anything is allocated.
+    """
+    from prunectl.models.budget import check_size
+
+    check_size(arch)
     return FAMILIES.get(arch.family)(arch)
 
 

@@ -11,10 +11,12 @@ from typing import Any
 import torch
 
 from prunectl import __version__, paths
+from prunectl.core import validate
 from prunectl.core.io import load_tensors, read_json, write_json
 from prunectl.core.spec import Spec, spec_from_record
 from prunectl.errors import ArtifactError, OutputError
 from prunectl.models import Arch, ArchModel, build_model
+from prunectl.models.budget import meta_model
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Run:
 
     @property
     def record(self) -> dict[str, Any]:
-        return read_json(self.path / paths.SPEC)
+        return validate.check_record(read_json(self.path / paths.SPEC), self.path / paths.SPEC)
 
     @property
     def id(self) -> str:
@@ -54,7 +56,7 @@ class Run:
     def result(self) -> dict[str, Any]:
         if not self.is_done():
             raise ArtifactError(f"run {self.path} has not finished (no {paths.RESULT})")
-        return dict(read_json(self.path / paths.RESULT))
+        return dict(validate.check_result(read_json(self.path / paths.RESULT), self.path / paths.RESULT))
 
     def arch(self) -> Arch:
         return Arch.load(self.path / paths.ARCH)
@@ -62,17 +64,29 @@ class Run:
     def metrics(self) -> list[dict[str, Any]]:
         if not self.has(paths.METRICS):
             return []
-        return [json.loads(line) for line in (self.path / paths.METRICS).read_text().splitlines() if line]
+        path = self.path / paths.METRICS
+        try:
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ArtifactError(f"{path}: not valid JSON lines ({err}); {validate.RESTORE}") from None
+        return validate.check_metrics(lines, path)
 
     def weights(self, name: str = paths.MODEL) -> dict[str, torch.Tensor]:
         return load_tensors(self.path / name)
 
     def lineage(self) -> list[dict[str, Any]]:
         """Spec records of this run's ancestors, parent first (empty for a baseline)."""
-        return list(read_json(self.path / paths.LINEAGE)) if self.has(paths.LINEAGE) else []
+        if not self.has(paths.LINEAGE):
+            return []
+        return validate.check_lineage(read_json(self.path / paths.LINEAGE), self.path / paths.LINEAGE)
 
     def mask(self) -> dict[str, torch.Tensor] | None:
-        return load_tensors(self.path / paths.MASK) if self.has(paths.MASK) else None
+        """The run's 0/1 masks, checked to fit its architecture (names and shapes), or None."""
+        if not self.has(paths.MASK):
+            return None
+        mask = load_tensors(self.path / paths.MASK)
+        validate.check_mask(mask, meta_model(self.arch()), self.path / paths.MASK)
+        return mask
 
     def model(self, weights: str = paths.MODEL) -> ArchModel:
         """Rebuild the network from arch.json and load `weights` (strictly: shapes must match)."""
@@ -119,6 +133,12 @@ def record_protocol(run: Run, protocol: Mapping[str, str]) -> None:
         write_json(run.file(paths.SPEC), {**record, "protocol": dict(protocol)})
 
 
+def never_trained(path: Path) -> bool:
+    """A run directory holding only the records a failed start leaves (no weights, metrics or results): such a
+    run may be replaced by a different spec, so a corrected command is not refused as "a different run"."""
+    return {p.name for p in path.iterdir()} <= {paths.SPEC, paths.LINEAGE}
+
+
 def run_location(spec: Spec, stage: str, out: str | Path | None) -> Path:
     return Path(out).expanduser() if out is not None else paths.runs_root() / f"{stage}-{spec.spec_hash()}"
 
@@ -132,10 +152,12 @@ def prepare_run(spec: Spec, stage: str, out: str | Path | None = None) -> Run:
             raise OutputError(f"{path} exists and is not a directory; choose another --out")
         if (path / paths.SPEC).is_file():
             found = Run(path).id
-            if found != run_id:
+            if found == run_id:
+                return Run(path)
+            if not never_trained(path):
                 raise OutputError(f"{path} holds a different run ({found}, not {run_id}); choose another --out")
-            return Run(path)
-        if any(path.iterdir()):
+            (path / paths.LINEAGE).unlink(missing_ok=True)  # a failed start's records are replaced below
+        elif any(path.iterdir()):
             raise OutputError(f"{path} exists and is not a prunectl run; choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)

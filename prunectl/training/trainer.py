@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from prunectl import paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.io import load_tensors, save_tensors, tensors_metadata, write_text
+from prunectl.core.validate import check_checkpoint, check_finite
 from prunectl.data import Dataset
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.training.hooks import TrainingBehaviour
@@ -141,6 +142,7 @@ class Trainer:
                 behaviour.on_epoch_end(self.model, epoch, self.schedule.epochs)
             metrics = {"epoch": epoch + 1, "lr": self.schedule.lr_at(epoch, self.optim_spec.lr), **train_metrics,
                        **evaluate(self.model, self.data, self.eval_batch_size, self.device)}
+            check_finite(metrics, epoch + 1, self.run_dir)  # a diverged run stops here; its last checkpoint is kept
             state.wall_seconds += time.perf_counter() - start
             metrics["wall_seconds"] = round(state.wall_seconds, 3)
             state.history.append(metrics)
@@ -208,7 +210,7 @@ class Trainer:
             for key, value in behaviour.state_dict().items():
                 tensors[f"{BEHAVIOUR_PREFIX}{i}.{key}"] = value
         meta = {"epoch": str(state.epoch), "wall_seconds": repr(state.wall_seconds),
-                "history": json.dumps(state.history), "param_groups": json.dumps(optim["param_groups"]),
+                "history": json.dumps(state.history, allow_nan=False), "param_groups": json.dumps(optim["param_groups"]),
                 "behaviours": json.dumps([type(b).__name__ for b in self.behaviours])}
         # metrics first: whoever sees a checkpoint also finds the metrics of its epochs (resume rewrites them)
         self._write_metrics(state.history)
@@ -216,6 +218,7 @@ class Trainer:
 
     def _load_checkpoint(self, ckpt: Path) -> _State:
         tensors, meta = load_tensors(ckpt), tensors_metadata(ckpt)
+        check_checkpoint(tensors, meta, self.model, ckpt)  # names, shapes and metadata, before anything is loaded
         names = [type(b).__name__ for b in self.behaviours]
         saved_names = json.loads(meta.get("behaviours", "null"))
         if saved_names is not None and saved_names != names:
@@ -240,7 +243,7 @@ class Trainer:
         return state
 
     def _write_metrics(self, history: list[dict[str, Any]]) -> None:
-        write_text(self.run_dir / paths.METRICS, "".join(json.dumps(m, sort_keys=True) + "\n" for m in history))
+        write_text(self.run_dir / paths.METRICS, "".join(json.dumps(m, sort_keys=True, allow_nan=False) + "\n" for m in history))
 
     def _summary(self, state: _State) -> dict[str, Any]:
         best = max(state.history, key=lambda m: m["test_acc"])
