@@ -304,7 +304,8 @@ def test_the_shortcut_and_the_method_give_one_spec():
     [
         ("slimming", {"sparsty": 1e-4}, BadValueError, r"has no setting 'sparsty' \(its settings: sparsity\)"),
         ("slimming", {"sparsity": "lots"}, BadValueError, "'sparsity' must be a number"),
-        ("slimming", {"sparsity": -1e-4}, BadValueError, "sparsity must be > 0"),
+        ("slimming", {"sparsity": -1e-4}, BadValueError, "sparsity must be a finite number > 0"),
+        ("slimming", {"sparsity": float("inf")}, BadValueError, "finite"),
         ("slimming", {}, BadValueError, r"training of method 'slimming' needs 'sparsity' \(e.g. --set sparsity=VALUE\)"),
         ("l1-norm", {}, BadValueError, "method 'l1-norm' does not act during training"),
         ("slimmin", {}, UnknownNameError, "did you mean 'slimming'"),
