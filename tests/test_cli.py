@@ -47,7 +47,8 @@ def test_train_end_to_end_on_mnist5k(tmp_path):
 def test_info_json_for_a_name_a_file_and_a_run(tmp_path):
     by_name = json.loads(invoke("info", "resnet56", "--dataset", "cifar10", "--json").stdout)
     assert isinstance(by_name["params"], int) and isinstance(by_name["flops"], int)
-    assert by_name["params"] == 853018  # analytic_resnet56() in test_flops.py and by_name["flops_unit"] == "FLOPs (multiply-adds)"
+    assert by_name["params"] == 853018  # analytic_resnet56() in test_flops.py
+    assert by_name["flops_unit"] == "FLOPs (multiply-adds)"
     assert by_name["layers"][0]["name"] and sum(r["flops"] for r in by_name["layers"]) == by_name["flops"]
 
     run = tmp_path / "run"

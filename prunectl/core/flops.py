@@ -23,7 +23,7 @@ from fvcore.nn.jit_handles import (  # noqa: E402
 from torch import nn
 
 FLOPS_LABEL = "FLOPs (multiply-adds)"
-# fvcore counts one multiply-add as one flop; we keep only the ops that carry weights (DESIGN.md §3). The handles
+# fvcore counts one multiply-add as one flop; we keep only the ops that carry weights (docs/flops.md). The handles
 # are set from scratch because fvcore's `set_op_handle(op, None)` does not remove a default handle.
 _COUNTED_OPS = {
     "aten::_convolution": conv_flop_jit, "aten::addmm": addmm_flop_jit, "aten::linear": linear_flop_jit,

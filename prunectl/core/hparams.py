@@ -17,7 +17,7 @@ REWIND_POINTS = ("init",)  # or "epoch:K"
 
 @dataclass(frozen=True)
 class OptimSpec(Spec):
-    """SGD with momentum, as every paper prunectl reproduces uses (CIFAR defaults from DESIGN.md §4)."""
+    """SGD with momentum, as every paper prunectl reproduces uses (CIFAR defaults: docs/protocols.md#cifar-protocol)."""
 
     lr: float = helptext("initial learning rate", default=0.1)
     momentum: float = helptext("SGD momentum", default=0.9)

@@ -120,7 +120,7 @@ CIFAR_AUGMENT = Augment(pad_crop=4, hflip=True)
 
 @register_dataset("cifar10", num_classes=10, input_size=(3, 32, 32), protocol="cifar")
 def cifar10(root: Path, download: bool = False) -> InMemoryDataset:
-    """CIFAR-10 with the papers' normalisation and augmentation (DESIGN.md §4)."""
+    """CIFAR-10 with the papers' normalisation and augmentation (docs/protocols.md#normalisation-and-augmentation)."""
     return _in_memory(CIFAR10, root, download, 10, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
                       CIFAR_AUGMENT)
 

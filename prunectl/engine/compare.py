@@ -22,7 +22,7 @@ METRICS = {"final": "final_acc", "best": "best_acc"}
 METRIC_NOTES = {
     "final": "test accuracy of the final epoch",
     "best": "best-of: the best epoch's test accuracy, selected on the test set itself, so it is optimistic "
-            "(DESIGN.md §4)",
+            "(docs/protocols.md#reporting-last-epoch-not-best-epoch)",
 }
 GATE_FORM = ("expected 'ARM OP ARM ± POINTS' or 'ARM OP NUMBER' with OP one of >=, >, <=, <, "
              "e.g. 'scratch-B >= fine-tuned - 0.5' or 'scratch-B >= 95'")

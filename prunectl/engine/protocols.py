@@ -1,4 +1,4 @@
-"""The papers' training protocols (DESIGN.md §4), chosen by dataset: what `train` does when not told otherwise.
+"""The papers' training protocols (docs/protocols.md), chosen by dataset: what `train` does when not told otherwise.
 
 Which protocol a dataset follows is the dataset's own fact: each registration names one, and user data (npz:,
 imagefolder:) states a default inferred from its images (`prunectl.data.protocol_by_size`). Stored runs record

@@ -23,7 +23,8 @@ from prunectl.structure import (
     top_indices,
 )
 
-# The paper's predefined models (DESIGN.md §4). VGG: kept width per conv. ResNets: (prune ratio per stage, conv ids
+# The paper's predefined models (docs/protocols.md#l1-norm-filter-pruning-the-papers-variants).
+# VGG: kept width per conv. ResNets: (prune ratio per stage, conv ids
 # left whole), ids counted from 1 at the stem so block k's first conv is 2k.
 VGG_VARIANTS: dict[str, dict[str, list[int | str]]] = {
     "vgg16": {"A": [32, 64, "M", 128, 128, "M", 256, 256, 256, "M", 256, 256, 256, "M", 256, 256, 256]},
@@ -137,7 +138,7 @@ class L1NormFilter(Method):
     """Structured pruning by filter L1 norm (Li et al. 2017): a predefined width per layer, the smallest-|w|
     filters removed along with their BN channels and the next layer's inputs.
 
-    Give a paper `variant` (VGG-16-A, ResNet-56/110-A/B, ResNet-34-A/B: DESIGN.md §4) or a `ratio` for every
+    Give a paper `variant` (VGG-16-A, ResNet-56/110-A/B, ResNet-34-A/B: docs/protocols.md) or a `ratio` for every
     prunable layer (residual-tied convs are never pruned), optionally per layer through `layer_ratios`.
 
     >>> from prunectl.methods import get_method
