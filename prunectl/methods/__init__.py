@@ -1,7 +1,7 @@
 """Pruning methods: `get_method(name)`, `list_methods()`; each method's settings are its own dataclass."""
 
 # Importing the method modules registers them.
-from prunectl.methods import l1norm, slimming, weight  # noqa: E402,F401,I001
+from prunectl.methods import l1norm, sfp, slimming, weight  # noqa: E402,F401,I001
 from prunectl.methods.base import (
     METHODS,
     Method,
