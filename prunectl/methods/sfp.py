@@ -26,7 +26,15 @@ from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods.base import Method, MethodFacts, PruneContext, PruneOutcome, register_method
 from prunectl.models import ArchModel
-from prunectl.structure import StructureEdit, apply_edit, block_groups, channel_groups, has_provider, offers, require
+from prunectl.structure import (
+    StructureEdit,
+    apply_edit,
+    block_groups,
+    channel_groups,
+    has_provider,
+    offers,
+    require,
+)
 from prunectl.training.hooks import TrainingBehaviour
 
 
