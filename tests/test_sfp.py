@@ -16,12 +16,14 @@ from prunectl.cli.app import app
 from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec
 from prunectl.data import load_dataset
 from prunectl.data.base import InMemoryDataset
-from prunectl.engine.recipe import load_recipe
+from prunectl.engine.compare import report
+from prunectl.engine.recipe import PrunedAsArm, load_recipe
 from prunectl.errors import BadValueError
 from prunectl.methods import PruneContext, get_method
 from prunectl.methods.sfp import SFPSettings, SFPTraining, SoftFilterMask, masked_convs, pruned_count
-from prunectl.models import create_model, default_arch
-from prunectl.structure import masked_model
+from prunectl.models import build_model, create_model, default_arch
+from prunectl.runs.store import open_run
+from prunectl.structure import PROVIDERS, masked_model
 from prunectl.training.trainer import Trainer
 
 runner = CliRunner()
@@ -91,6 +93,12 @@ def test_skip_stem_leaves_the_first_conv_whole():
     stem = model.conv1.weight.detach().clone()
     SoftFilterMask(SFPTraining(skip_stem=True), model).apply_mask(model)
     assert torch.equal(model.conv1.weight, stem) and zero_filters(model.layer1[0].conv1.weight)
+
+
+def test_skip_shortcuts_leaves_the_projection_convs_whole():
+    model = build_model(PROVIDERS.get("imagenet_resnet").examples()["basic"])
+    every, some = masked_convs(model, SFPTraining()), masked_convs(model, SFPTraining(skip_shortcuts=True))
+    assert sorted(set(every) - set(some)) == [f"layer{s}.0.downsample.0" for s in (1, 2, 3, 4)]
 
 
 # -- T-SFP-3: re-selection from the current weights ------------------------------------------------------------
@@ -312,3 +320,10 @@ def test_the_cli_trains_with_sfp_prunes_and_refuses_bad_input_in_one_line(tmp_pa
     assert result["report"]["layers"]["layer1.0.conv1"] == {"filters": 16, "kept": 12, "how": "removed"}
     assert result["flops"] < result["flops_before"] and result["params"] < result["params_before"]
     assert 0 <= result["pruned_acc"] <= 100 and (pruned / paths.MASK).is_file()
+
+    # [finetune] epochs = 0: the pruned run itself is the fine-tuned arm in compare, at its accuracy after pruning
+    rep = report([PrunedAsArm(pruned, "fine-tuned")])
+    (group,) = rep.groups
+    assert group.arm == "fine-tuned" and group.level == {"method": "sfp"} and group.n == 1
+    assert group.acc_mean == pytest.approx(result["pruned_acc"])
+    assert open_run(pruned).result().get("arm") is None  # the run on disk is no arm: other recipes see a prune run
