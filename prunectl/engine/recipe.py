@@ -21,8 +21,12 @@ from prunectl.methods import get_method
 from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
 
-# `sparsity` is short for [baseline.training] method = "slimming", sparsity = S.
-BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity", "training")
+# `sparsity` is short for [baseline.training] method = "slimming", sparsity = S. The optimiser and schedule keys
+# after it override the protocol's (e.g. Soft Filter Pruning's Nesterov momentum and lr 0.01 for one epoch).
+OPTIM_KEYS = ("nesterov",)
+SCHEDULE_KEYS = ("milestones", "gamma", "warmup_epochs", "warmup_lr")
+BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity", "training", *OPTIM_KEYS,
+                 *SCHEDULE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class Recipe(Spec):
         [prune]               # the method and its settings
         method = "l1-norm"
         ratio = 0.5
-        [finetune]            # epochs, lr (default: the protocol's fine-tuning)
+        [finetune]            # epochs, lr (default: the protocol's fine-tuning); epochs = 0: the pruned
+                              # model itself is the fine-tuned arm (Soft Filter Pruning's hard-pruned model)
         [scratch]             # add_finetune_epochs = true adds the fine-tune epochs to the budget
 
     A lottery recipe has a `[lottery]` table (LotterySettings: rate, rounds, structure, rewind, ...) instead of
@@ -96,9 +101,20 @@ class Recipe(Spec):
 
     def baseline_spec(self, seed: int, data_dir: str | Path | None = None) -> TrainSpec:
         """The spec of this recipe's baseline for one seed: the protocol with [baseline]'s overrides."""
-        overrides = {k: v for k, v in self.baseline.items() if k != "training"}
-        return baseline_spec(self.model, self.dataset, seed=seed, data_dir=data_dir, **overrides,
+        extra = ("training", *OPTIM_KEYS, *SCHEDULE_KEYS)
+        overrides = {k: v for k, v in self.baseline.items() if k not in extra}
+        spec = baseline_spec(self.model, self.dataset, seed=seed, data_dir=data_dir, **overrides,
                              training=self.baseline_training(), **dict(self.model_options))
+        optim = {k: v for k, v in self.baseline.items() if k in OPTIM_KEYS}
+        schedule = {k: tuple(v) if k == "milestones" else v for k, v in self.baseline.items() if k in SCHEDULE_KEYS}
+        if optim or schedule:  # defaults are omitted from the spec's JSON: recipes without them keep their ids
+            spec = spec.replace(optim=spec.optim.replace(**optim), schedule=spec.schedule.replace(**schedule))
+        return spec
+
+    def finetunes_zero_epochs(self) -> bool:
+        """`[finetune] epochs = 0`: the fine-tuned arm is the pruned model as it is (no training run)."""
+        epochs = self.finetune.get("epochs")
+        return isinstance(epochs, int) and not isinstance(epochs, bool) and epochs == 0
 
     def method_settings(self) -> Spec:
         """The [prune] table (all but `method`) as the method's settings, validated by its dataclass."""
@@ -168,7 +184,12 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
                        device=device, note=note)
         out.pruned.append(pruned)
         for arm in recipe_arms("prune"):
-            if arm.label in recipe.arms:
+            if arm.label in recipe.arms and arm.derive == "finetune" and recipe.finetunes_zero_epochs():
+                out.arms.append(PrunedAsArm(pruned.path, arm.label))
+                if seed == recipe.seeds[0]:
+                    note(f"{arm.label}: the {recipe.prune['method']} model as pruned, not trained further "
+                         "([finetune] epochs = 0); its accuracy is the one straight after pruning")
+            elif arm.label in recipe.arms:
                 spec = _arm_spec(arm, recipe, base, pruned)
                 out.arms.append(train(spec, parent=pruned, data_dir=data_dir, device=device,
                                       progress=bar(_BAR_LABELS.get(arm.label, arm.label))))
@@ -176,6 +197,21 @@ def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: st
 
 
 _BAR_LABELS = {"fine-tuned": "fine-tune"}
+
+
+@dataclass(frozen=True)
+class PrunedAsArm(Run):
+    """A pruned run counted as an arm without further training (a recipe fine-tuning 0 epochs): compare sees
+    its accuracy straight after pruning, 0 epochs, and the pruning as its level. The run itself is unchanged,
+    so the same pruned run in another recipe is no arm there."""
+
+    arm: str = "fine-tuned"
+
+    def result(self) -> dict[str, Any]:
+        result = super().result()
+        spec = self.record["spec"]
+        return {**result, "arm": self.arm, "epochs": 0, "zero_epoch_arm": True,
+                "level": {"method": spec["method"], **spec["settings"]}}
 
 
 def _arm_spec(arm: Arm, recipe: Recipe, baseline: Run, pruned: Run) -> TrainSpec:
