@@ -108,8 +108,9 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     fingerprint first, for a stored run too: a changed file is an error, not a silently reused run. `note`
     hears, once everything is checked and just before training starts, which protocol the data follows and why.
     """
-    if spec.training is not None:  # a bad method or setting fails before anything is written
-        _training_settings(spec.training.method, spec.training.settings)
+    if spec.training is not None:  # a bad method or setting, or a model it cannot act on, fails before anything is written
+        with torch.device("meta"):  # the network's structure only: no memory, no random numbers drawn
+            behaviours_for(spec, build_model(spec.arch))
     _verify_data(spec, out)
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
