@@ -23,10 +23,18 @@ from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods.base import Method, MethodFacts, PruneContext, PruneOutcome, register_method
 from prunectl.models import ArchModel
-from prunectl.structure import BlockGroup, StructureEdit, apply_edit, block_groups, has_provider, provider_for, require
+from prunectl.structure import (
+    BlockGroup,
+    StructureEdit,
+    apply_edit,
+    block_groups,
+    has_provider,
+    provider_for,
+    require,
+)
 from prunectl.training.hooks import ParamGroup, TrainingBehaviour
 
-_FINITE = float("inf")
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,8 @@ class SSSTraining(Spec):
                                "optimiser's momentum, 0.9)", default=0.9)
 
     def __post_init__(self) -> None:
-        check(0 <= self.gamma < _FINITE, f"sss: gamma must be a finite number >= 0, got {self.gamma}")
-        check(0 < self.lr_scale < _FINITE, f"sss: lr_scale must be a finite number > 0, got {self.lr_scale}")
+        check(0 <= self.gamma < _INF, f"sss: gamma must be a finite number >= 0, got {self.gamma}")
+        check(0 < self.lr_scale < _INF, f"sss: lr_scale must be a finite number > 0, got {self.lr_scale}")
         check(0 <= self.momentum < 1, f"sss: momentum must be in [0, 1), got {self.momentum}")
 
 
@@ -178,7 +186,7 @@ def stage_layout(model: ArchModel) -> list[StageBlocks] | None:
     if not has_provider(model) or "removable-blocks" not in provider_for(model).offers:
         return None
     branched = {(b.stage, b.index) for b in block_groups(model)}
-    out = []
+    out: list[StageBlocks] = []
     while isinstance(stage := getattr(model, f"layer{len(out) + 1}", None), nn.Sequential):
         s = len(out)
         out.append(StageBlocks(s + 1, len(stage), sum((s, i) in branched for i in range(len(stage))),
