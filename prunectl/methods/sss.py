@@ -248,11 +248,12 @@ class SSSPruner(Method):
             how = "without a training method" if trained is None else f"with '{trained.method}'"
             raise BadValueError(f"sss removes the branches its training drove to zero, but this run was trained "
                                 f"{how}; train with --method sss --set gamma=G first")
+        gamma = trained.settings.get("gamma", SSSTraining().gamma)
         before = stage_layout(model)
         drops, held = choose_drops(model, context.note)
         if not drops:
-            context.note(f"sss: no residual branch reached λ = 0 (gamma={trained.settings.get('gamma', 0.01)}); "
-                         "nothing removed: train with a larger gamma")
+            context.note(f"sss: no residual branch reached λ = 0 (gamma={gamma}); nothing removed: train with a "
+                         "larger gamma")
         edit = StructureEdit(drop=tuple(b.name for b in drops))
         base = model.arch_name or model.family
         pruned = apply_edit(model, edit, name=f"{base}-sss" if drops else None)
@@ -262,6 +263,6 @@ class SSSPruner(Method):
             "blocks_before": sum(s.kept for s in cast(list[StageBlocks], before)),
             "blocks_kept": sum(s.kept for s in after),
             "stages": [s.to_dict() for s in after], "notation": layout_notation(after),
-            "gamma": trained.settings.get("gamma", SSSTraining().gamma),
+            "gamma": gamma,
         }
         return PruneOutcome(pruned, None, report, edit)
