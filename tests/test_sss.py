@@ -15,12 +15,13 @@ from prunectl import paths
 from prunectl.cli.app import app
 from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.engine.info import info
+from prunectl.engine.zoo import zoo_arch
 from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import method_training, train
+from prunectl.engine.train import behaviours_for, method_training, train
 from prunectl.errors import BadValueError
 from prunectl.methods import PruneContext, get_method
 from prunectl.methods.sss import BranchScales, SSSSettings, SSSTraining, layout_notation, stage_layout
-from prunectl.models import Arch, build_model, create_model
+from prunectl.models import Arch, build_model, create_model, default_arch
 from prunectl.structure import PROVIDERS, block_groups
 from prunectl.training.trainer import Trainer, build_optimizer
 
@@ -318,14 +319,26 @@ def test_a_run_killed_during_sss_training_resumes_bit_identically(tmp_path):
         assert torch.equal(again.model(x), straight.model(x))
 
 
-def test_info_shows_the_zoo_notation_of_the_sss_resnets():
-    for name in ("sss-resnet26-imagenet", "sss-resnet32-imagenet", "sss-resnet41-imagenet"):
-        report = info(f"zoo:{name}")
-        entry = json.loads((paths.zoo_root() / "entries" / f"{name}.json").read_text())
-        assert report["blocks"]["notation"] in entry["description"]
-    assert info("resnet50")["blocks"]["notation"] == "[(3, True), (4, True), (6, True), (3, True)]"
+def test_the_stage_notation_is_the_zoos_for_the_sss_resnets():
+    for name in ("sss-resnet26-imagenet", "sss-resnet32-imagenet", "sss-resnet41-imagenet", "resnet50"):
+        arch = zoo_arch(f"zoo:{name}")[0] if name.startswith("sss") else default_arch(name)
+        with torch.device("meta"):  # structure only
+            notation = layout_notation(stage_layout(build_model(arch)))
+        if name == "resnet50":
+            assert notation == "[(3, True), (4, True), (6, True), (3, True)]"
+        else:
+            entry = json.loads((paths.zoo_root() / "entries" / f"{name}.json").read_text())
+            assert f"(remaining, first kept) {notation}" in entry["description"]
+
+
+def test_info_shows_the_blocks_of_residual_networks_only():
+    shown = info("resnet20")["blocks"]
+    assert shown["notation"] == "[(3, True), (3, True), (3, True)]" and shown["stages"][0]["blocks"] == 3
     assert info("smallcnn")["blocks"] is None
 
 
-def test_the_behaviour_is_what_train_builds():
-    assert isinstance(SSS.training(SSSTraining(), create_model("resnet20")), BranchScales)
+def test_the_engine_builds_the_behaviour_from_the_spec_with_one_scale_per_branch():
+    model = create_model("preresnet164")
+    [behaviour] = behaviours_for(_tiny_spec(method_training("sss", {"gamma": 0.05, "lr_scale": 2})), model)
+    assert isinstance(behaviour, BranchScales) and behaviour.settings == SSSTraining(gamma=0.05, lr_scale=2.0)
+    assert len(behaviour.blocks) == 54 and behaviour.blocks[0].output == "layer1.0.conv3"  # 3 stages x 18
