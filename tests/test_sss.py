@@ -15,9 +15,9 @@ from prunectl import paths
 from prunectl.cli.app import app
 from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec, TrainSpec
 from prunectl.engine.info import info
-from prunectl.engine.zoo import zoo_arch
 from prunectl.engine.prune import prune, prune_spec
 from prunectl.engine.train import behaviours_for, method_training, train
+from prunectl.engine.zoo import zoo_arch
 from prunectl.errors import BadValueError
 from prunectl.methods import PruneContext, get_method
 from prunectl.methods.sss import BranchScales, SSSSettings, SSSTraining, layout_notation, stage_layout
