@@ -133,6 +133,8 @@ def _render_info(console: Console, report: dict) -> None:
     console.print(f"params: {report['params']:,}    {FLOPS_LABEL}: {report['flops']:,}")
     if report.get("protocol"):
         console.print(f"training protocol: {report['protocol']['name']} ({report['protocol']['why']})")
+    if report.get("blocks"):
+        console.print(f"residual branches per stage (kept, first kept): {report['blocks']['notation']}")
 
 
 @handle_errors

@@ -12,7 +12,8 @@ from prunectl.data.base import SMALL_IMAGE_MAX
 from prunectl.engine import zoo
 from prunectl.engine.protocols import choose_protocol, protocol_of
 from prunectl.errors import ArtifactError, BadValueError
-from prunectl.models import MODELS, Arch, build_model, default_arch
+from prunectl.methods.sss import layout_notation, stage_layout
+from prunectl.models import MODELS, Arch, ArchModel, build_model, default_arch
 from prunectl.runs.store import Run, open_run
 
 
@@ -123,9 +124,20 @@ def info(target: str, dataset: str | None = None) -> dict[str, Any]:
         "dense_flops": counts.dense_flops,
         "flops_unit": FLOPS_LABEL,
         "protocol": protocol_info(target, dataset, run_path),
+        "blocks": residual_blocks(model),
         "layers": [
             {"name": r.name, "type": r.kind, "shape": r.shape, "params": r.params, "flops": r.flops,
              "density": r.density}
             for r in counts.layers
         ],
     }
+
+
+def residual_blocks(model: ArchModel) -> dict[str, Any] | None:
+    """Residual branches per stage, in the notation of the SSS models (docs/architectures.md): per stage (blocks
+    whose branch remains, whether the first block keeps its branch), from the structure layer's block groups;
+    None for a family without removable blocks."""
+    layout = stage_layout(model)
+    if layout is None:
+        return None
+    return {"stages": [s.to_dict() for s in layout], "notation": layout_notation(layout)}

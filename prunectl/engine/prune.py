@@ -79,7 +79,7 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
     context = PruneContext(data=data, training=base_spec.training, mask=prior, note=remember)
     outcome = method.prune(model, spec.method_settings(), context)  # a refusal leaves nothing written
     pruned = outcome.model
-    run = prepare_run(spec, "prune", out)
+    run = prepare_run(spec, "prune", out)  # only now: a method that refuses the run leaves nothing written
     write_lineage(run, baseline)
     write_json(run.file(paths.ARCH), pruned.to_arch().to_dict())
     save_tensors(run.file(paths.MODEL), pruned.state_dict())

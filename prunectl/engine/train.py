@@ -108,10 +108,9 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     fingerprint first, for a stored run too: a changed file is an error, not a silently reused run. `note`
     hears, once everything is checked and just before training starts, which protocol the data follows and why.
     """
-    if spec.training is not None:  # a bad method or setting, or a model it cannot train, fails before any write
-        settings = _training_settings(spec.training.method, spec.training.settings)
-        with torch.device("meta"):  # the shapes only, no memory
-            get_method(spec.training.method).training(settings, build_model(spec.arch))
+    if spec.training is not None:  # a bad method or setting, or a model it cannot act on, fails before anything is written
+        with torch.device("meta"):  # the network's structure only: no memory, no random numbers drawn
+            behaviours_for(spec, build_model(spec.arch))
     _verify_data(spec, out)
     run = prepare_run(spec, spec.stage, out)
     if run.is_done():
