@@ -17,6 +17,9 @@ CONFIG = "config.json"
 CARD = "README.md"
 LINEAGE = "lineage.json"  # the spec records of every ancestor run, parent first
 SOURCE = "source.json"  # where a pulled run came from: repo, revision, resolved commit
+LOCK = "run.lock"  # held while a process executes the run (prunectl/runs/claim.py)
+ATTEMPTS = "attempts.jsonl"  # one line per time a process started (or resumed) executing the run
+RUN_LOG = "run.log"  # the output of `prunectl run` when an executor ran it in a worker
 
 
 def home() -> Path:
@@ -34,3 +37,8 @@ def runs_root() -> Path:
 def rewind_weights(epoch: int) -> str:
     """Weights saved after `epoch` epochs, for late rewinding."""
     return f"weights-epoch{epoch}.safetensors"
+
+
+def executor_root() -> Path:
+    """Where executors keep their own files (e.g. submitit's job folders), beside the runs."""
+    return home() / "executors"

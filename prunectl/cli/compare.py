@@ -9,6 +9,18 @@ import typer
 
 from prunectl import engine
 from prunectl.cli.compare_render import render_table, to_markdown
+from prunectl.cli.executor_options import (
+    ArrayParallelismOpt,
+    CpusPerJobOpt,
+    ExecutorOpt,
+    GpusPerJobOpt,
+    JobsOpt,
+    PartitionOpt,
+    SbatchOpt,
+    ThreadsOpt,
+    TimeLimitOpt,
+    make_executor,
+)
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt
 from prunectl.cli.output import Output, handle_errors
 from prunectl.engine.compare import CompareReport, find_runs, report
@@ -48,15 +60,28 @@ def compare(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
+    executor: ExecutorOpt = "serial",
+    jobs: JobsOpt = 2,
+    threads: ThreadsOpt = None,
+    partition: PartitionOpt = None,
+    gpus_per_job: GpusPerJobOpt = 0,
+    cpus_per_job: CpusPerJobOpt = 1,
+    time_limit: TimeLimitOpt = 24 * 60,
+    array_parallelism: ArrayParallelismOpt = None,
+    sbatch: SbatchOpt = None,
 ) -> None:
     """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
     output = Output(as_json or markdown)
     targets = targets or ["quick"]
     if len(targets) == 1 and _is_recipe(targets[0]):
         recipe = engine.load_recipe(targets[0])
+        runner = make_executor(executor, data_dir=data_dir, device=device, note=output.note, jobs=jobs,
+                               threads=threads, partition=partition, gpus_per_job=gpus_per_job,
+                               cpus_per_job=cpus_per_job, time_limit=time_limit,
+                               array_parallelism=array_parallelism, sbatch=sbatch)
         with output.progress_board() as board:
             runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
-                                     note=output.note).arms
+                                     note=output.note, executor=runner).arms
     else:
         runs = find_runs(targets)
     _finish(output, report(runs, metric=metric, reference=reference, gates=gate or ()), plot_file, markdown)

@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from prunectl.core.spec import Spec, check
-from prunectl.engine.derive import finetune_spec, scratch_spec
-from prunectl.engine.lottery import LotterySettings, lottery
-from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import baseline_spec, train
+from prunectl.engine.executors.serial import SerialExecutor
+from prunectl.engine.waves import Executor, run_waves
 from prunectl.errors import ArtifactError, UnknownNameError
 from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
@@ -107,39 +105,14 @@ class RecipeRuns:
 
 def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: str | None = None,
                progress: Callable[[str], Callable[[Progress], None] | None] | None = None,
-               note: Callable[[str], None] = lambda message: None) -> RecipeRuns:
+               note: Callable[[str], None] = lambda message: None, executor: Executor | None = None) -> RecipeRuns:
     """Run whatever is missing (finished runs come back from the run store at once).
 
     Per seed: baseline → prune → fine-tune, and the pruned architecture re-initialised and trained for the
     baseline's epochs (scratch-E) and FLOPs budget (scratch-B). `progress(label)` gives a trainer callback.
+    `executor` runs each dependency wave (baselines, prunes, arms; engine/waves.py); the default runs
+    everything in this process, one seed after the other.
     """
-    out = RecipeRuns()
-    settings = {k: v for k, v in recipe.prune.items() if k != "method"}
-    lottery_settings = LotterySettings.from_dict(recipe.lottery) if recipe.lottery else None
-    for seed in recipe.seeds:
-        def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
-            return progress(f"seed {seed} {label}") if progress else None
-
-        spec = baseline_spec(recipe.model, recipe.dataset, seed=seed, data_dir=data_dir, **dict(recipe.baseline),
-                             **dict(recipe.model_options))
-        if lottery_settings is not None:
-            spec = spec.replace(save_init=True, snapshot_epochs=lottery_settings.snapshot_epochs())
-        base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))
-        out.baselines.append(base)
-        if lottery_settings is not None:
-            runs = lottery(base, lottery_settings, data_dir=data_dir, device=device, progress=bar, note=note)
-            out.pruned.extend(r.pruned for r in runs.rounds)
-            out.arms.extend(runs.arm_runs())
-            continue
-        pruned = prune(base, prune_spec(base, recipe.prune["method"], settings), data_dir=data_dir,
-                       device=device, note=note)
-        out.pruned.append(pruned)
-        if "fine-tuned" in recipe.arms:
-            ft = finetune_spec(pruned, **dict(recipe.finetune))
-            out.arms.append(train(ft, parent=pruned, data_dir=data_dir, device=device, progress=bar("fine-tune")))
-        for budget in ("E", "B"):
-            if f"scratch-{budget}" in recipe.arms:
-                sc = scratch_spec(pruned, base, budget=budget, **dict(recipe.scratch))
-                out.arms.append(train(sc, parent=pruned, data_dir=data_dir, device=device,
-                                      progress=bar(f"scratch-{budget}")))
-    return out
+    if executor is None:
+        executor = SerialExecutor(data_dir=data_dir, device=device, progress=progress, note=note)
+    return run_waves(recipe, executor, RecipeRuns(), data_dir=data_dir, device=device, progress=progress, note=note)
