@@ -123,7 +123,7 @@ class LocalExecutor:
         self.workers.clear()
 
     def __del__(self) -> None:
-        if self.workers:
+        if getattr(self, "workers", None):
             self.close()
 
     # -- workers ----------------------------------------------------------------------------------------
