@@ -80,6 +80,14 @@ class SlurmExecutor:
     def close(self) -> None:
         """Nothing to release: each wave's jobs ended with the wave."""
 
+    @staticmethod
+    def _state(future: Any) -> str:
+        """The job's final state from Slurm (CANCELLED, TIMEOUT, FAILED, ...), asked afresh."""
+        try:
+            return str(future.get_info(mode="force").get("State") or future.state)
+        except Exception:  # the query itself failing must not hide which run failed
+            return str(future.state)
+
     def run_wave(self, name: str, jobs: Sequence[Job]) -> None:
         from prunectl.engine.executors.slurm_job import RunCommand
 
@@ -108,7 +116,7 @@ class SlurmExecutor:
                 if error is None and job.run.is_done():
                     self.note(f"  [{finished}/{len(todo)}] {job.label}: done (job {future.job_id})")
                 else:
-                    reason = f"Slurm job {future.job_id} {future.state}"
+                    reason = f"Slurm job {future.job_id} {self._state(future)}"
                     failures.append(Failure(job, reason))
                     self.note(f"  [{finished}/{len(todo)}] {job.label}: FAILED ({reason}); log "
                               f"{job.run.file(paths.RUN_LOG)}")
