@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from prunectl.cli.options import parse_assignments
-from prunectl.engine.executors import EXECUTORS, LocalExecutor, SerialExecutor
+from prunectl.engine.executors import EXECUTORS, LocalExecutor
 from prunectl.errors import UnknownNameError
 
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="serial (this process, default), local (N worker "
@@ -46,5 +46,3 @@ def make_executor(name: str, *, data_dir: Path | None, device: str, note: Callab
                              sbatch=parse_assignments(sbatch, "--sbatch"))
     raise UnknownNameError("executor", name, EXECUTORS)
 
-
-__all__ = ["SerialExecutor", "make_executor"]

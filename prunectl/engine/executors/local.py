@@ -91,7 +91,9 @@ class LocalExecutor:
                 worker.log.close()
                 if job is None:
                     continue
-                reason = f"worker exited {code}" if code >= 0 else f"worker killed by signal {-code}"
+                worker_log = paths.executor_root() / "local" / f"worker-{worker.slot}.log"
+                reason = (f"worker exited {code}, see also {worker_log}" if code >= 0
+                          else f"worker killed by signal {-code}")
             else:
                 answer = json.loads(line)
                 done = answer["ok"] and job is not None and job.run.is_done()
