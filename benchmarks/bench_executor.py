@@ -4,6 +4,10 @@ Each is a separate `python -m prunectl compare RECIPE` process on its own empty 
 the store), run one after the other; the load average before each is printed too, because on a shared 2-core box
 other work moves these figures. The local executor's goal on 2 cores: at most 0.75 × the serial time.
 
+Serial runs twice: as a user runs it (torch's default threads: one per core) and with one thread
+(OMP_NUM_THREADS=1). The second isolates what the N workers gain from running N runs at once, from what they gain
+by not oversubscribing the cores when something else is running too (OpenMP's threads then wait on each other).
+
     python benchmarks/bench_executor.py [--recipe quick] [--jobs 2] [--json]
 """
 
@@ -25,8 +29,10 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def timed_compare(recipe: str, executor_args: list[str], home: Path) -> dict[str, object]:
+def timed_compare(recipe: str, executor_args: list[str], home: Path, threads: int | None = None) -> dict[str, object]:
     env = dict(os.environ, PRUNECTL_HOME=str(home))
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     before = load()
     start = time.perf_counter()
@@ -48,21 +54,26 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp:
         serial = timed_compare(args.recipe, [], Path(tmp) / "serial")
+        serial_1 = timed_compare(args.recipe, [], Path(tmp) / "serial-1", threads=1)
         local = timed_compare(args.recipe, ["--executor", "local", "--jobs", str(args.jobs)], Path(tmp) / "local")
+    rows = {"serial": serial, "serial, 1 thread": serial_1, f"local --jobs {args.jobs}": local}
     ratio = float(local["seconds"]) / float(serial["seconds"])  # type: ignore[arg-type]
+    ratio_1 = float(local["seconds"]) / float(serial_1["seconds"])  # type: ignore[arg-type]
     result = {"recipe": args.recipe, "cpus": len(os.sched_getaffinity(0)), "jobs": args.jobs,
-              "serial": {k: v for k, v in serial.items() if k not in ("runs", "report")},
-              "local": {k: v for k, v in local.items() if k not in ("runs", "report")},
-              "ratio": round(ratio, 3), "goal": 0.75, "same_run_ids": serial["runs"] == local["runs"],
+              "rows": {name: {k: v for k, v in row.items() if k not in ("runs", "report")}
+                       for name, row in rows.items()},
+              "ratio": round(ratio, 3), "ratio_vs_one_thread": round(ratio_1, 3), "goal": 0.75,
+              "same_run_ids": serial["runs"] == serial_1["runs"] == local["runs"],
               "runs": len(serial["runs"])}  # type: ignore[arg-type]
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"recipe {args.recipe}: {result['runs']} runs, {result['cpus']} CPUs")
     print(f"{'executor':<22}{'wall s':>8}{'load before':>13}{'load after':>12}")
-    for name, row in (("serial", serial), (f"local --jobs {args.jobs}", local)):
+    for name, row in rows.items():
         print(f"{name:<22}{row['seconds']:>8}{row['load_before']:>13}{row['load_after']:>12}")
-    print(f"local / serial = {ratio:.2f} (goal <= 0.75); same run ids: {result['same_run_ids']}")
+    print(f"local / serial = {ratio:.2f} (goal <= 0.75); local / serial with 1 thread = {ratio_1:.2f}; "
+          f"same run ids: {result['same_run_ids']}")
 
 
 if __name__ == "__main__":
