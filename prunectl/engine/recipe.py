@@ -11,11 +11,10 @@ from typing import Any
 from prunectl import paths
 from prunectl.core.hparams import MethodTraining, TrainSpec
 from prunectl.core.spec import Spec, check, settings_from
-from prunectl.engine.arms import Arm, arm_named, recipe_arms
-from prunectl.engine.derive import finetune_spec, scratch_spec
-from prunectl.engine.lottery import LotterySettings, lottery
-from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import baseline_spec, method_training, train
+from prunectl.engine.arms import arm_named, recipe_arms
+from prunectl.engine.executors.serial import SerialExecutor
+from prunectl.engine.train import baseline_spec, method_training
+from prunectl.engine.waves import Executor, run_waves
 from prunectl.errors import ArtifactError, BadValueError, UnknownNameError
 from prunectl.methods import get_method
 from prunectl.runs.store import Run
@@ -158,66 +157,14 @@ class RecipeRuns:
 
 def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: str | None = None,
                progress: Callable[[str], Callable[[Progress], None] | None] | None = None,
-               note: Callable[[str], None] = lambda message: None) -> RecipeRuns:
+               note: Callable[[str], None] = lambda message: None, executor: Executor | None = None) -> RecipeRuns:
     """Run whatever is missing (finished runs come back from the run store at once).
 
     Per seed: baseline → prune → fine-tune, and the pruned architecture re-initialised and trained for the
     baseline's epochs (scratch-E) and FLOPs budget (scratch-B). `progress(label)` gives a trainer callback.
+    `executor` runs each dependency wave (baselines, prunes, arms; engine/waves.py); the default runs
+    everything in this process, one seed after the other.
     """
-    out = RecipeRuns()
-    lottery_settings = LotterySettings.from_dict(recipe.lottery) if recipe.lottery else None
-    for seed in recipe.seeds:
-        def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
-            return progress(f"seed {seed} {label}") if progress else None
-
-        spec = recipe.baseline_spec(seed, data_dir)
-        if lottery_settings is not None:
-            spec = spec.replace(save_init=True, snapshot_epochs=lottery_settings.snapshot_epochs())
-        base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))
-        out.baselines.append(base)
-        if lottery_settings is not None:
-            runs = lottery(base, lottery_settings, data_dir=data_dir, device=device, progress=bar, note=note)
-            out.pruned.extend(r.pruned for r in runs.rounds)
-            out.arms.extend(runs.arm_runs())
-            continue
-        pruned = prune(base, prune_spec(base, recipe.prune["method"], recipe.method_settings()), data_dir=data_dir,
-                       device=device, note=note)
-        out.pruned.append(pruned)
-        for arm in recipe_arms("prune"):
-            if arm.label in recipe.arms and arm.derive == "finetune" and recipe.finetunes_zero_epochs():
-                out.arms.append(PrunedAsArm(pruned.path, arm.label))
-                if seed == recipe.seeds[0]:
-                    note(f"{arm.label}: the {recipe.prune['method']} model as pruned, not trained further "
-                         "([finetune] epochs = 0); its accuracy is the one straight after pruning")
-            elif arm.label in recipe.arms:
-                spec = _arm_spec(arm, recipe, base, pruned)
-                out.arms.append(train(spec, parent=pruned, data_dir=data_dir, device=device,
-                                      progress=bar(_BAR_LABELS.get(arm.label, arm.label))))
-    return out
-
-
-_BAR_LABELS = {"fine-tuned": "fine-tune"}
-
-
-@dataclass(frozen=True)
-class PrunedAsArm(Run):
-    """A pruned run counted as an arm without further training (a recipe fine-tuning 0 epochs): compare sees
-    its accuracy straight after pruning, 0 epochs, and the pruning as its level. The run itself is unchanged,
-    so the same pruned run in another recipe is no arm there."""
-
-    arm: str = "fine-tuned"
-
-    def result(self) -> dict[str, Any]:
-        result = super().result()
-        spec = self.record["spec"]
-        return {**result, "arm": self.arm, "epochs": 0, "zero_epoch_arm": True,
-                "level": {"method": spec["method"], **spec["settings"]}}
-
-
-def _arm_spec(arm: Arm, recipe: Recipe, baseline: Run, pruned: Run) -> TrainSpec:
-    """The spec of one arm of a prune recipe, by the arm's `derive` (see `prunectl.engine.arms.Arm`)."""
-    if arm.derive == "finetune":
-        return finetune_spec(pruned, **dict(recipe.finetune))
-    if arm.derive == "scratch":
-        return scratch_spec(pruned, baseline, budget=str(arm.budget), **dict(recipe.scratch))
-    raise ArtifactError(f"recipe '{recipe.name}': no way to derive arm {arm.label} ({arm.derive})")
+    if executor is None:
+        executor = SerialExecutor(data_dir=data_dir, device=device, progress=progress, note=note)
+    return run_waves(recipe, executor, RecipeRuns(), data_dir=data_dir, device=device, progress=progress, note=note)
