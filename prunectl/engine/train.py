@@ -139,7 +139,7 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
         if data.protocol is not None:
             note(f"protocol: {data.protocol.name} ({data.protocol.why})")
         if spec.precision == "bf16" and resolved.type == "cpu":
-            note("bf16 on CPU: autocast runs, but without AMX or AVX512-BF16 it is usually slower than fp32")
+            note("bf16 on CPU: autocast runs; it is faster than fp32 only on CPUs with AVX512-BF16 or AMX")
         if world.distributed:
             note(f"{world.size} processes ({'NCCL' if resolved.type == 'cuda' else 'gloo'}), "
                  f"{spec.optim.batch_size // world.size} images each per step of {spec.optim.batch_size}")
