@@ -5,6 +5,10 @@ drawn at once are the batch-by-batch ones."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +119,14 @@ def test_cli_precision_option_names_another_run(tmp_path):
     bad = runner.invoke(app, [*args, "--precision", "fp16", "--out", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "precision must be one of fp32, bf16" in bad.output
     assert not (tmp_path / "c").exists()
+
+
+def test_gpu_benchmark_runs_every_path_in_its_cpu_smoke(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1]), "CUDA_VISIBLE_DEVICES": ""}  # as on a CPU box
+    done = subprocess.run([sys.executable, str(script), "--models", "vgg11", "resnet20"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("no CUDA device: skipped")
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("vgg11", "resnet20"))]
+    assert len(rows) == 12 and "smoke: ok" in done.stdout  # 2 models × (seed loop + 5 trainer paths)
