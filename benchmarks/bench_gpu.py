@@ -175,7 +175,8 @@ def measure(model_name: str, path: Variant, batch_size: int, device: torch.devic
 def table(rows: list[dict]) -> str:
     lines = [f"{'model':<10} {'batch':>5}  {'path':<16} {'epoch s':>8} {'img/s':>10} {'vs seed':>8} {'syncs':>6}"]
     for row in rows:
-        base = next(r for r in rows if r["model"] == row["model"] and r["batch_size"] == row["batch_size"])
+        base = next(r for r in rows if r["model"] == row["model"] and r["batch_size"] == row["batch_size"]
+                    and r["path"] == PATHS[0].label)
         ratio = row["images_per_second"] / base["images_per_second"]
         syncs = "-" if row["host_syncs"] is None else str(row["host_syncs"])
         lines.append(f"{row['model']:<10} {row['batch_size']:>5}  {row['path']:<16} {row['epoch_seconds']:>8.2f} "
@@ -211,12 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda", torch.cuda.current_device())
     print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, synthetic CIFAR {args.images:,} images")
     warm, full = synthetic(4096, seed=1), synthetic(args.images)
-    rows = []
-    for name in args.models:
-        for batch_size in args.batch_sizes:
-            for path in PATHS:
+    rows: list[dict] = []
+    # Compiled rows last (compilation takes the longest): should a time limit cut the run, the rest is printed.
+    for path in sorted(PATHS, key=lambda p: p.compile):
+        for name in args.models:
+            for batch_size in args.batch_sizes:
                 rows.append(measure(name, path, batch_size, device, warm, full, args.workers))
                 print(table(rows).splitlines()[-1], flush=True)
+    order = {(m, b, p.label): i for i, (m, b, p) in
+             enumerate((m, b, p) for m in args.models for b in args.batch_sizes for p in PATHS)}
+    rows.sort(key=lambda r: order[(r["model"], r["batch_size"], r["path"])])
     print()
     print(table(rows))
     if args.json is not None:
