@@ -85,7 +85,7 @@ def test_only_rank_0_writes(straight):
     assert not (out / paths.CHECKPOINT).exists()
     assert not Path(f"{out}.rank1").exists()  # rank 1 never created, let alone wrote, its run directory
     result = json.loads(straight["stdout"])  # rank 0's JSON alone on stdout
-    assert result["epochs"] == 2 and result["run"] == str(out)
+    assert result["epochs"] == 2 and result["run"] == str(out) and result["processes"] == 2
 
 
 def test_matches_one_process_at_the_same_global_batch(straight, tmp_path):

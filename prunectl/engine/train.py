@@ -144,7 +144,7 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
             note(f"{world.size} processes ({'NCCL' if resolved.type == 'cuda' else 'gloo'}), "
                  f"{spec.optim.batch_size // world.size} images each per step of {spec.optim.batch_size}")
     summary = trainer.fit()
-    world.on_main(lambda: finish(run, model, summary, spec, masks))
+    world.on_main(lambda: finish(run, model, summary, spec, masks, processes=world.size))
     return run
 
 
@@ -169,13 +169,14 @@ def _verify_data(spec: TrainSpec, out: str | Path | None) -> None:
 
 
 def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
-           masks: dict[str, torch.Tensor] | None) -> None:
-    """Write the final weights and result.json, then drop the checkpoint (result.json marks the run done)."""
+           masks: dict[str, torch.Tensor] | None, *, processes: int = 1) -> None:
+    """Write the final weights and result.json, then drop the checkpoint (result.json marks the run done).
+    `processes`: how many torchrun processes trained it (not part of the spec: the result is the same run)."""
     save_tensors(run.file(paths.MODEL), model.state_dict())
     counts = count(model, model.input_size, masks)
     result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
               "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": _arm_label(spec.stage),
-              "level": _level(run, masks), "threads": torch.get_num_threads()}
+              "level": _level(run, masks), "threads": torch.get_num_threads(), "processes": processes}
     write_json(run.file(paths.RESULT), result)
     run.file(paths.CHECKPOINT).unlink(missing_ok=True)
 
