@@ -130,3 +130,17 @@ def test_gpu_benchmark_runs_every_path_in_its_cpu_smoke(tmp_path):
     assert done.stdout.startswith("no CUDA device: skipped")
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("vgg11", "resnet20"))]
     assert len(rows) == 12 and "smoke: ok" in done.stdout  # 2 models × (seed loop + 5 trainer paths)
+
+
+def test_image_folder_shards_are_the_one_process_batches(tmp_path):
+    from datafiles import write_folder
+
+    from prunectl.data import load_imagefolder
+
+    write_folder(tmp_path / "tree")  # 6 small train images: global batch 4 → 4 + 2
+    data = load_imagefolder(f"imagefolder:{tmp_path / 'tree'}?workers=0")
+    whole = list(data.batches("train", 4, shuffle=True, augment=True, seed=3))
+    halves = [list(data.batches("train", 4, shuffle=True, augment=True, seed=3, shard=Shard(r, 2))) for r in (0, 1)]
+    assert [len(y) for _, y in whole] == [4, 2] and [[len(y) for _, y in h] for h in halves] == [[2, 1], [2, 1]]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *halves, strict=True):
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1) and torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
