@@ -17,7 +17,8 @@ from prunectl.core.hparams import MethodTraining, OptimSpec, ScheduleSpec
 from prunectl.data import load_dataset
 from prunectl.data.base import InMemoryDataset
 from prunectl.engine.compare import report
-from prunectl.engine.recipe import PrunedAsArm, load_recipe
+from prunectl.engine.recipe import load_recipe
+from prunectl.engine.waves import PrunedAsArm
 from prunectl.errors import BadValueError
 from prunectl.methods import PruneContext, get_method
 from prunectl.methods.sfp import SFPSettings, SFPTraining, SoftFilterMask, masked_convs, pruned_count
