@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prunectl import engine
 from prunectl.cli.options import (
     DataDirOpt,
     DatasetOpt,
@@ -22,8 +21,7 @@ from prunectl.cli.options import (
     ThreadsOpt,
     parse_assignments,
 )
-from prunectl.cli.output import Output, handle_errors
-from prunectl.core.flops import FLOPS_LABEL
+from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
 from prunectl.core.hparams import MethodTraining
 from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
@@ -68,6 +66,7 @@ def train(
     as --method slimming --set sparsity=S)."""
     apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()
     settings = parse_assignments(set_)
     if settings and method is None:
         raise BadValueError("--set gives settings of a training method; name it with --method")
@@ -117,8 +116,9 @@ def info(
 ) -> None:
     """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers) and a per-layer table."""
     apply_threads(threads)
-    report = engine.info(target, dataset)
-    Output(as_json).emit(report, lambda c: _render_info(c, report))
+    output = Output(as_json)
+    report = output.engine().info(target, dataset)
+    output.emit(report, lambda c: _render_info(c, report))
 
 
 def _render_info(console: Console, report: dict) -> None:
@@ -148,7 +148,8 @@ def models_(pattern: Annotated[str, typer.Argument(help="Glob, e.g. 'resnet*'.")
 @handle_errors
 def datasets_(as_json: JsonOpt = False) -> None:
     """List the datasets, the training protocol each follows, and your own data's forms and options."""
-    doc = engine.datasets_report()
+    output = Output(as_json)
+    doc = output.engine().datasets_report()
 
     def render(console: Console) -> None:
         table = Table(title="datasets")
@@ -165,4 +166,4 @@ def datasets_(as_json: JsonOpt = False) -> None:
         console.print(own)
         console.print(doc["protocol_rule"])
 
-    Output(as_json).emit(doc, render)
+    output.emit(doc, render)

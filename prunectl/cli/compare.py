@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from prunectl import engine
-from prunectl.cli.compare_render import render_table, to_markdown
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.threads import apply_threads
-from prunectl.engine.compare import METRICS, CompareReport, arm_name, find_runs, parse_gate, report
-from prunectl.engine.lottery import LotterySettings
-from prunectl.engine.lottery import lottery as run_lottery
-from prunectl.engine.plot import check_plot_path, plot
-from prunectl.engine.recipe import builtin_recipes
 from prunectl.errors import EXIT_GATE_FAILED, BadValueError
+
+if TYPE_CHECKING:  # the engine imports torch: only the commands' bodies import it, so --help stays fast
+    from prunectl.engine.compare import CompareReport
 
 MetricOpt = Annotated[str, typer.Option("--metric", help="final (last epoch, default) or best (selects on the "
                                                          "test set: a known flaw, offered for comparison).")]
@@ -34,6 +30,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _is_recipe(target: str) -> bool:
+    from prunectl.engine.recipe import builtin_recipes
+
     return target in builtin_recipes() or target.endswith(".toml")
 
 
@@ -54,6 +52,9 @@ def compare(
     """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
     apply_threads(threads)
     output = Output(as_json or markdown)
+    engine = output.engine()
+    from prunectl.engine.compare import find_runs, report
+
     targets = targets or ["quick"]
     _preflight(metric, reference, gate, plot_file)
     if len(targets) == 1 and _is_recipe(targets[0]):
@@ -68,6 +69,9 @@ def compare(
 
 def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: Path | None) -> None:
     """The report's options, checked before a recipe trains anything (a typo must not cost a whole recipe)."""
+    from prunectl.engine.compare import METRICS, arm_name, parse_gate
+    from prunectl.engine.plot import check_plot_path
+
     if metric not in METRICS:
         raise BadValueError(f"unknown metric '{metric}' (valid: {', '.join(METRICS)})")
     arm_name(reference)
@@ -78,6 +82,9 @@ def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: 
 
 
 def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool) -> None:
+    from prunectl.cli.compare_render import render_table, to_markdown
+    from prunectl.engine.plot import plot
+
     if plot_file is not None:
         plot(rep, plot_file)
         output.note(f"plot: {plot_file}")
@@ -110,6 +117,11 @@ def lottery(
     """Winning ticket vs random initialisation, round by round (iterative magnitude pruning with rewinding)."""
     apply_threads(threads)
     output = Output(as_json or markdown)
+    engine = output.engine()
+    from prunectl.engine.compare import report
+    from prunectl.engine.lottery import LotterySettings
+    from prunectl.engine.lottery import lottery as run_lottery
+
     _preflight(metric, "random-init", gate, plot_file)
     with output.progress_board() as board:
         if _is_recipe(target):

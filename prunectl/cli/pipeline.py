@@ -9,14 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prunectl import engine
 from prunectl.cli.basics import render_result
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt, SetOpt, ThreadsOpt, parse_assignments
-from prunectl.cli.output import Output, handle_errors
-from prunectl.core.flops import FLOPS_LABEL
+from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
 from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
-from prunectl.methods import list_methods
 
 # prune's options that are shortcuts for one method setting each (--set sets any setting).
 SHORTCUTS = {"ratio": "--ratio", "variant": "--variant", "layer_ratios": "--layer-ratio",
@@ -34,8 +31,8 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def prune(
     run: RunArg,
-    method: Annotated[str, typer.Option("--method", "-M", help=f"One of: {', '.join(list_methods())} (see "
-                                                              "`prunectl methods NAME` for its settings).")],
+    method: Annotated[str, typer.Option("--method", "-M", help="The pruning method (`prunectl methods` lists them; "
+                                                              "`prunectl methods NAME` shows its settings).")],
     ratio: Annotated[float | None, typer.Option(help="Shortcut for --set ratio=R: the fraction to prune (l1-norm "
                                                      "uniform ratio; slimming's percent; weight-level sparsity).")] = None,
     set_: SetOpt = None,
@@ -56,6 +53,7 @@ def prune(
     """
     apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()
     shortcuts: dict[str, Any] = {k: v for k, v in {"ratio": ratio, "variant": variant,
                                                     "min_channels": min_channels}.items() if v is not None}
     if layer_ratio:
@@ -68,7 +66,8 @@ def prune(
         raise BadValueError(f"{both[0]} is given twice, by --set and by {SHORTCUTS[both[0]]}; give one of them")
     baseline = engine.resolve_run(run)
     spec = engine.prune_spec(baseline, method, {**shortcuts, **settings})
-    pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note)
+    with output.busy(f"pruning {baseline.path.name} with {method}…"):
+        pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note)
     result = pruned.result()
     output.emit({**result, "run": str(pruned.path)}, lambda c: _render_prune(c, result, str(pruned.path)))
 
@@ -100,8 +99,9 @@ def extract_arch(
     as_json: JsonOpt = False,
 ) -> None:
     """The pruned architecture as data (and the mask, for weight-level pruning)."""
-    written = engine.extract_arch(engine.resolve_run(run), output_file)
     output = Output(as_json or output_file is None)
+    engine = output.engine()
+    written = engine.extract_arch(engine.resolve_run(run), output_file)
     output.emit(written if output_file is not None else written["arch"], lambda c: c.print(
         f"architecture: {written['arch_file']}" + (f"\nmask: {written['mask_file']}" if written["mask_file"] else "")))
 
@@ -120,6 +120,7 @@ def finetune(
     """Fine-tune a pruned run with its inherited weights (mask kept for weight-level)."""
     apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()
     pruned = engine.resolve_run(run)
     spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr)
     with output.training_progress("finetune") as progress:
@@ -145,6 +146,7 @@ def scratch(
     """Train a pruned architecture from a random initialisation: scratch-E or scratch-B."""
     apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
                                add_finetune_epochs=add_finetune_epochs, method=engine.source_method(source))
