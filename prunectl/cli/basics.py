@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -111,13 +113,27 @@ def render_result(console: Console, result: dict, path: str) -> None:
 def info(
     target: Annotated[str, typer.Argument(help="Model name, architecture JSON file, run directory, or zoo:NAME.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Size the model for this dataset.")] = None,
+    latency: Annotated[bool, typer.Option("--latency", help="Also time the forward pass (median of 10 after 3 "
+                                                            "warm-up passes, inference mode, random input).")] = False,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", metavar="N,N,...",
+                                             help="Batch sizes --latency times.")] = "1,16,64",
+    device: Annotated[str, typer.Option("--device", help="Where --latency runs: cpu, cuda, cuda:N or auto "
+                                                         "(CUDA when present).")] = "cpu",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers) and a per-layer table."""
+    """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers), a per-layer table, and with --latency
+    the measured forward time (FLOPs dropping does not by itself make a network faster)."""
     apply_threads(threads)
     output = Output(as_json)
-    report = output.engine().info(target, dataset)
+    engine = output.engine()
+    from dataclasses import replace
+
+    from prunectl.core.latency import INFO_LATENCY, parse_batch_sizes
+
+    settings = replace(INFO_LATENCY, batch_sizes=parse_batch_sizes(batch_sizes)) if latency else None
+    with output.busy("timing the forward pass…") if latency else _quiet():
+        report = engine.info(target, dataset, latency=settings, device=device)
     output.emit(report, lambda c: _render_info(c, report))
 
 
@@ -131,8 +147,24 @@ def _render_info(console: Console, report: dict) -> None:
                       f"{row['density']:.3f}")
     console.print(table)
     console.print(f"params: {report['params']:,}    {FLOPS_LABEL}: {report['flops']:,}")
+    if report.get("latency"):
+        console.print(latency_text(report["latency"]))
     if report.get("protocol"):
         console.print(f"training protocol: {report['protocol']['name']} ({report['protocol']['why']})")
+
+
+def latency_text(lat: dict[str, Any]) -> str:
+    """`latency (cpu, 2 threads, median of 10): batch 1 0.41 ms; batch 16 3.20 ms (0.200 ms/image)`."""
+    where = lat["device"] + (f", {lat['threads']} threads" if lat.get("threads") else "")
+    rows = "; ".join(f"batch {r['batch']} {r['median_ms']:.2f} ms" + (f" ({r['per_image_ms']:.3f} ms/image)"
+                                                                        if r["batch"] > 1 else "")
+                     for r in lat["rows"])
+    return f"latency ({where}, median of {lat['repeats']}): {rows}"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    yield
 
 
 @handle_errors

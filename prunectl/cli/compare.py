@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -44,6 +46,8 @@ def compare(
     gate: GateOpt = None,
     plot_file: PlotOpt = None,
     markdown: MarkdownOpt = False,
+    latency: Annotated[bool, typer.Option("--latency", help="Add a column: each arm's measured forward time "
+                                                            "(batch 1, on CPU; median of 10).")] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -64,7 +68,17 @@ def compare(
                                      note=output.note).arms
     else:
         runs = find_runs(targets)
-    _finish(output, report(runs, metric=metric, reference=reference, gates=gate or ()), plot_file, markdown)
+    from prunectl.core.latency import INFO_LATENCY
+
+    timing = INFO_LATENCY if latency else None
+    with output.busy("timing each arm's forward pass…") if latency else _nothing():
+        rep = report(runs, metric=metric, reference=reference, gates=gate or (), latency=timing)
+    _finish(output, rep, plot_file, markdown)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: Path | None) -> None:

@@ -57,7 +57,13 @@ def _columns(report: CompareReport, level: Any) -> list[str]:
     """The Δ column names what this level's groups were compared with (random-init for tickets)."""
     vs = {g.vs for g in report.groups if level_key(g.level) == level_key(level) and g.vs}
     reference = vs.pop() if len(vs) == 1 else report.reference
-    return ["arm", "n", "accuracy % (mean ± std)", "params", FLOPS_LABEL, "epochs", f"Δ vs {reference} (95 % CI; p)"]
+    latency = ["latency ms (batch 1)"] if _timed(report) else []
+    return ["arm", "n", "accuracy % (mean ± std)", "params", FLOPS_LABEL, "epochs", *latency,
+            f"Δ vs {reference} (95 % CI; p)"]
+
+
+def _timed(report: CompareReport) -> bool:
+    return any(g.latency_ms is not None for g in report.groups)
 
 
 def _rows(report: CompareReport, level: Any) -> list[list[str]]:
@@ -68,6 +74,7 @@ def _rows(report: CompareReport, level: Any) -> list[list[str]]:
         std = f"{g.acc_std:.2f}" if g.acc_std is not None else "n/a"
         rows.append([g.arm, str(g.n), f"{g.acc_mean:.2f} ± {std}", _count(g.params, "params" in g.mismatch),
                      _count(g.flops, "flops" in g.mismatch), _count(g.epochs, "epochs" in g.mismatch, si=False),
+                     *([f"{g.latency_ms:.2f}" if g.latency_ms is not None else "—"] if _timed(report) else []),
                      _delta(report, g)])
     return rows
 

@@ -41,6 +41,8 @@ def prune(
                                                           "NAME=R, repeatable.")] = None,
     min_channels: Annotated[int | None, typer.Option(help="Shortcut for --set min_channels=N (slimming).")] = None,
     include_linear: Annotated[bool, typer.Option(help="Shortcut for --set include_linear=true (weight).")] = False,
+    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time both networks' forward pass "
+                                          "(batch 1, median of 5) into the result.")] = True,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -67,7 +69,10 @@ def prune(
     baseline = engine.resolve_run(run)
     spec = engine.prune_spec(baseline, method, {**shortcuts, **settings})
     with output.busy(f"pruning {baseline.path.name} with {method}…"):
-        pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note)
+        from prunectl.core.latency import PRUNE_LATENCY
+
+        pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note,
+                              latency=PRUNE_LATENCY if latency else None)
     result = pruned.result()
     output.emit({**result, "run": str(pruned.path)}, lambda c: _render_prune(c, result, str(pruned.path)))
 
@@ -86,6 +91,12 @@ def _render_prune(console: Console, result: dict, path: str) -> None:
         table.add_column(col, justify="right")
     table.add_row("params", f"{result['params_before']:,}", f"{result['params']:,}", f"{result['params_ratio']:.2f}×")
     table.add_row(FLOPS_LABEL, f"{result['flops_before']:,}", f"{result['flops']:,}", f"{result['flops_ratio']:.2f}×")
+    lat = result.get("latency")
+    if lat:
+        for before, after in zip(lat["before"]["rows"], lat["after"]["rows"], strict=True):
+            table.add_row(f"latency ms, batch {before['batch']} ({lat['before']['device']})",
+                          f"{before['median_ms']:.2f}", f"{after['median_ms']:.2f}",
+                          f"{lat['speedup'][str(before['batch'])]:.2f}×")
     console.print(table)
     console.print(f"test accuracy straight after pruning (no fine-tuning): {result['pruned_acc']:.2f}%")
     console.print(f"run: {path}")

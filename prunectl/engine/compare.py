@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prunectl import paths
+from prunectl.core.latency import LatencySettings, measure
 from prunectl.core.stats import Difference, summarize, welch
 from prunectl.engine import arms as arm_registry
 from prunectl.engine.info import resolve_run
@@ -71,6 +72,7 @@ class Group:
     mismatch: tuple[str, ...] = ()  # fields that differ between the group's runs: params, flops, epochs, seed
     vs: str | None = None
     diff: Difference | None = None
+    latency_ms: float | None = None  # measured median forward time at batch 1 (`report(latency=...)`), else None
 
     @property
     def n(self) -> int:
@@ -85,7 +87,8 @@ class Group:
         return {"level": self.level, "arm": self.arm, "n": self.n, "acc_mean": self.acc_mean,
                 "acc_std": self.acc_std, "acc_values": list(self.acc_values), "params": self.params,
                 "flops": self.flops, "epochs": self.epochs, "seeds": list(self.seeds), "runs": list(self.runs),
-                "paths": list(self.paths), "mismatch": list(self.mismatch), "diff": diff}
+                "paths": list(self.paths), "mismatch": list(self.mismatch), "diff": diff,
+                "latency_ms": self.latency_ms}
 
 
 @dataclass(frozen=True)
@@ -183,12 +186,15 @@ def find_runs(locations: Iterable[str | Path]) -> list[Run]:
 
 
 def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference: str = "fine-tuned",
-           gates: Sequence[str | Gate] = ()) -> CompareReport:
+           gates: Sequence[str | Gate] = (), latency: LatencySettings | None = None,
+           device: str | None = "cpu") -> CompareReport:
     """Summarise finished runs per (level, arm) and compare each group with its reference.
 
     Reference rule: a winning-ticket group is compared with random-init (its control); every other group with
     `reference`. Both at the same level, where runs that carry no level (a baseline shared by all levels) stand
     in for an arm the level lacks. Unfinished runs and runs of non-arm stages (prune) are skipped with a note.
+    With `latency`, each group's architecture(s) are timed on `device` (`latency_ms`: batch 1, the mean over the
+    group's distinct architectures).
 
     >>> rep = report(find_runs(["runs/vgg16-l1"]), gates=["scratch-B >= fine-tuned - 0.5"])  # doctest: +SKIP
     >>> rep.gates_passed                                                                      # doctest: +SKIP
@@ -205,6 +211,8 @@ def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference
         buckets.setdefault((level_key(row["level"]), row["arm"]), []).append(row)
     groups = sorted((_group(b) for b in buckets.values()),
                     key=lambda g: (_sort_key(g.level), arm_registry.position(g.arm)))
+    if latency is not None:
+        groups = [replace(g, latency_ms=_latency_ms(g, latency, device)) for g in groups]
     rep = CompareReport(datasets[0] if datasets else None, metric, reference, tuple(groups), notes=tuple(notes))
     rep = replace(rep, groups=tuple(_with_diff(rep, g) for g in groups))
     needs_reference = any(arm_registry.arm(g.arm).needs_reference for g in groups)
@@ -315,6 +323,17 @@ def _group(rows: list[dict[str, Any]]) -> Group:
                  _common([r["params"] for r in rows]), _common([r["flops"] for r in rows]),
                  _common([r["epochs"] for r in rows]), seeds, tuple(r["id"] for r in rows),
                  tuple(r["path"] for r in rows), tuple(mismatch))
+
+
+def _latency_ms(group: Group, settings: LatencySettings, device: str | None) -> float:
+    """Batch-1 median forward time of the group's architectures (each distinct one timed once)."""
+    from prunectl.models import build_model
+    from prunectl.training.trainer import resolve_device
+
+    archs = {level_key(a.to_dict()): a for a in (Run(Path(p)).arch() for p in group.paths)}
+    timed = [measure(build_model(a), a.input_size, replace(settings, batch_sizes=(1,)), resolve_device(device))
+             for a in archs.values()]
+    return round(sum(t["rows"][0]["median_ms"] for t in timed) / len(timed), 6)
 
 
 def _with_diff(rep: CompareReport, group: Group) -> Group:
