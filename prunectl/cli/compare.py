@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt
+from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt, parse_assignments
 from prunectl.cli.output import Output, handle_errors
+from prunectl.cli.recipes import check_target, is_recipe, with_overrides
 from prunectl.core.threads import apply_threads
 from prunectl.errors import EXIT_GATE_FAILED, BadValueError
 
@@ -24,17 +25,14 @@ GateOpt = Annotated[list[str] | None, typer.Option("--gate", help="A CI conditio
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write accuracy vs FLOPs (and vs remaining weights) "
                                                              "to this PNG or SVG file.")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a GitHub markdown table instead.")]
+RecipeSetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override a field of the recipe without copying its file (repeatable; VALUE "
+                                       "is JSON): --set dataset=cifar100 --set seeds=[0,1] --set baseline.epochs=2.")]
 
 
 def register(app: typer.Typer) -> None:
     app.command()(compare)
     app.command()(lottery)
-
-
-def _is_recipe(target: str) -> bool:
-    from prunectl.engine.recipe import builtin_recipes
-
-    return target in builtin_recipes() or target.endswith(".toml")
 
 
 @handle_errors
@@ -46,6 +44,7 @@ def compare(
     gate: GateOpt = None,
     plot_file: PlotOpt = None,
     markdown: MarkdownOpt = False,
+    set_: RecipeSetOpt = None,
     latency: Annotated[bool, typer.Option("--latency", help="Add a column: each arm's measured forward time "
                                                             "(batch 1, on CPU; median of 10).")] = False,
     data_dir: DataDirOpt = None,
@@ -61,8 +60,12 @@ def compare(
 
     targets = targets or ["quick"]
     _preflight(metric, reference, gate, plot_file)
-    if len(targets) == 1 and _is_recipe(targets[0]):
-        recipe = engine.load_recipe(targets[0])
+    check_target(targets)
+    overrides = parse_assignments(set_)
+    if overrides and not (len(targets) == 1 and is_recipe(targets[0])):
+        raise BadValueError("--set overrides a recipe's fields; name one recipe (see `prunectl recipes`)")
+    if len(targets) == 1 and is_recipe(targets[0]):
+        recipe = with_overrides(engine.load_recipe(targets[0]), overrides)
         with output.progress_board() as board:
             runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
                                      note=output.note).arms
@@ -119,6 +122,7 @@ def lottery(
     structure: Annotated[str, typer.Option(help="weight (unstructured) or filter (L1-norm filter masks).")] = "weight",
     include_linear: Annotated[bool, typer.Option(help="Prune linear layers too.")] = False,
     rewind: Annotated[str, typer.Option(help="init, epoch:K (late rewinding) or finetune.")] = "init",
+    set_: RecipeSetOpt = None,
     metric: MetricOpt = "final",
     gate: GateOpt = None,
     plot_file: PlotOpt = None,
@@ -138,8 +142,9 @@ def lottery(
 
     _preflight(metric, "random-init", gate, plot_file)
     with output.progress_board() as board:
-        if _is_recipe(target):
-            runs = engine.run_recipe(engine.load_recipe(target), data_dir=data_dir, device=device, progress=board,
+        if is_recipe(target):
+            recipe = with_overrides(engine.load_recipe(target), parse_assignments(set_))
+            runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
                                      note=output.note).arms
         else:
             settings = LotterySettings(rate=rate, rounds=rounds, target_sparsity=target_sparsity,
