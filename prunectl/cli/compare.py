@@ -45,6 +45,8 @@ def compare(
     plot_file: PlotOpt = None,
     markdown: MarkdownOpt = False,
     set_: RecipeSetOpt = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only the runs of this dataset (for a "
+                                                                         "store holding several).")] = None,
     latency: Annotated[bool, typer.Option("--latency", help="Add a column: each arm's measured forward time "
                                                             "(batch 1, on CPU; median of 10).")] = False,
     data_dir: DataDirOpt = None,
@@ -75,7 +77,7 @@ def compare(
 
     timing = INFO_LATENCY if latency else None
     with output.busy("timing each arm's forward pass…") if latency else _nothing():
-        rep = report(runs, metric=metric, reference=reference, gates=gate or (), latency=timing)
+        rep = report(runs, metric=metric, reference=reference, gates=gate or (), latency=timing, dataset=dataset)
     _finish(output, rep, plot_file, markdown)
 
 

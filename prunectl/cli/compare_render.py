@@ -17,7 +17,7 @@ _RIGHT = {1, 3, 4, 5}  # column indexes aligned right: n, params, FLOPs, epochs
 
 def render_table(console: Console, report: CompareReport) -> None:
     """Print a table per level, the caption that says what the numbers are, gate results and remarks."""
-    for level in report.levels():
+    for level in _shown_levels(report):
         table = Table(title=_title(report, level))
         for i, name in enumerate(_columns(report, level)):
             table.add_column(name, justify="right" if i in _RIGHT else "left")
@@ -40,7 +40,7 @@ def to_markdown(report: CompareReport) -> str:
     """The same tables as GitHub markdown, one section per level, ending with a newline."""
     dataset = f" on {report.dataset}" if report.dataset else ""
     lines = [f"## Comparison{dataset}", "", f"_{_caption(report)}_", ""]
-    for level in report.levels():
+    for level in _shown_levels(report):
         if _levelled(report):
             lines += [f"### {level_label(level)}", ""]
         lines += _markdown_table(_columns(report, level), _rows(report, level), right=_RIGHT)
@@ -66,14 +66,28 @@ def _timed(report: CompareReport) -> bool:
     return any(g.latency_ms is not None for g in report.groups)
 
 
+def _shown_levels(report: CompareReport) -> list[Any]:
+    """Every level gets a table; runs without a level (the baseline) get none of their own when they appear as a
+    row in every other table."""
+    levels = report.levels()
+    return [lv for lv in levels if lv is not None] if len(levels) > 1 else levels
+
+
+def _level_groups(report: CompareReport, level: Any) -> list[Group]:
+    """The groups of this level's table in arm order: its own, and those standing in for it (the unpruned
+    baseline in every table; a round-1 random-init shared by tickets of every rewind point)."""
+    found = [report.group(level, arm) for arm in report.arms()]
+    return [g for g in found if g is not None]
+
+
 def _rows(report: CompareReport, level: Any) -> list[list[str]]:
     rows = []
-    for g in report.groups:
-        if level_key(g.level) != level_key(level):
-            continue
+    for g in _level_groups(report, level):
         std = f"{g.acc_std:.2f}" if g.acc_std is not None else "n/a"
-        rows.append([g.arm, str(g.n), f"{g.acc_mean:.2f} ± {std}", _count(g.params, "params" in g.mismatch),
-                     _count(g.flops, "flops" in g.mismatch), _count(g.epochs, "epochs" in g.mismatch, si=False),
+        rows.append([g.arm, str(g.n), f"{g.acc_mean:.2f} ± {std}",
+                     _count(g.params, "params" in g.mismatch, varies=g.params_range if "params" in g.varies else None),
+                     _count(g.flops, "flops" in g.mismatch, varies=g.flops_range if "flops" in g.varies else None),
+                     _count(g.epochs, "epochs" in g.mismatch, si=False),
                      *([f"{g.latency_ms:.2f}" if g.latency_ms is not None else "—"] if _timed(report) else []),
                      _delta(report, g)])
     return rows
@@ -96,8 +110,11 @@ def _is_reference(report: CompareReport, g: Group) -> bool:
         o.vs == g.arm and report.group(o.level, g.arm) is g for o in report.groups)
 
 
-def _count(value: float, differs: bool, si: bool = True) -> str:
+def _count(value: float, differs: bool, si: bool = True, varies: tuple[float, float] | None = None) -> str:
+    """A group's count; `varies` (per-seed architectures by design) shows the mean and the seeds' range."""
     text = _si(value) if si else (f"{value:g}" if isinstance(value, float) else str(value))
+    if varies is not None:
+        return f"{text} ({_si(varies[0])}–{_si(varies[1])})"
     return f"{text} (mean; differs!)" if differs else text
 
 
@@ -140,6 +157,10 @@ def _notes(report: CompareReport) -> list[str]:
         where = f"{g.arm} at {level_label(g.level)}"
         if fields:
             notes.append(f"{where}: {', '.join(fields)} differ between its runs; the mean is shown")
+        if g.varies:
+            notes.append(f"{where}: {', '.join(g.varies)} vary between seeds by design ({g.level['method']} prunes "
+                         "by one global threshold, so each seed's network gets its own architecture); the mean "
+                         "and the seeds' range are shown")
         if "seed" in g.mismatch:
             notes.append(f"{where}: seeds repeat ({', '.join(map(str, g.seeds))}); are two experiments mixed?")
     return notes
