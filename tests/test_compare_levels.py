@@ -109,3 +109,27 @@ def test_the_baseline_is_a_row_of_every_levels_table(tmp_path):
     text = to_markdown(report(runs))
     assert text.count("| baseline |") == 2
     assert "### no level" not in text and "### method=l1-norm, ratio=0.3" in text
+
+
+def test_a_recipes_paper_numbers_are_reference_rows(tmp_path):
+    from prunectl.cli.recipes import paper_reference
+
+    assert paper_reference({"source": "Liu et al. 2019"}) is None
+    paper = paper_reference({"source": "Table 1", "accuracy": {"ft": 93.41, "scratch-B": 93.78, "random-init": 1}})
+    assert paper == {"source": "Table 1", "accuracy": {"fine-tuned": 93.41, "scratch-B": 93.78, "random-init": 1.0}}
+    runs = arm_runs(tmp_path, "baseline", [94.0]) + arm_runs(tmp_path, "fine-tuned", [93.0, 93.2])
+    text = to_markdown(report(runs), paper)
+    assert "| paper: fine-tuned |  | 93.41 |" in text and "reference: Table 1" in text
+    assert "paper: scratch-B" not in text  # no scratch-B runs: no row to compare with
+
+
+def test_a_plot_of_one_level_has_labelled_points(tmp_path):
+    from prunectl.engine.plot import _figure
+
+    runs = arm_runs(tmp_path, "baseline", [94.0], flops=4_000_000)
+    runs += arm_runs(tmp_path, "fine-tuned", [93.0, 93.2], level={"method": "l1-norm"}, flops=2_000_000)
+    ax = _figure(report(runs)).axes[0]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == ["baseline 94.00", "fine-tuned 93.10"]
+    lo, hi = ax.get_xlim()
+    assert lo < 2_000_000 and hi > 4_000_000

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt, parse_assignments
 from prunectl.cli.output import Output, handle_errors
-from prunectl.cli.recipes import check_target, is_recipe, with_overrides
+from prunectl.cli.recipes import check_target, is_recipe, paper_reference, with_overrides
 from prunectl.core.threads import apply_threads
 from prunectl.errors import EXIT_GATE_FAILED, BadValueError
 
@@ -66,8 +66,10 @@ def compare(
     overrides = parse_assignments(set_)
     if overrides and not (len(targets) == 1 and is_recipe(targets[0])):
         raise BadValueError("--set overrides a recipe's fields; name one recipe (see `prunectl recipes`)")
+    paper = None
     if len(targets) == 1 and is_recipe(targets[0]):
         recipe = with_overrides(engine.load_recipe(targets[0]), overrides)
+        paper = paper_reference(recipe.paper)
         with output.progress_board() as board:
             runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
                                      note=output.note).arms
@@ -78,7 +80,7 @@ def compare(
     timing = INFO_LATENCY if latency else None
     with output.busy("timing each arm's forward pass…") if latency else _nothing():
         rep = report(runs, metric=metric, reference=reference, gates=gate or (), latency=timing, dataset=dataset)
-    _finish(output, rep, plot_file, markdown)
+    _finish(output, rep, plot_file, markdown, paper)
 
 
 @contextmanager
@@ -100,7 +102,8 @@ def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: 
         check_plot_path(plot_file)
 
 
-def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool) -> None:
+def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool,
+            paper: dict[str, Any] | None = None) -> None:
     from prunectl.cli.compare_render import render_table, to_markdown
     from prunectl.engine.plot import plot
 
@@ -108,9 +111,9 @@ def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown
         plot(rep, plot_file)
         output.note(f"plot: {plot_file}")
     if markdown:
-        typer.echo(to_markdown(rep).rstrip("\n"))
+        typer.echo(to_markdown(rep, paper).rstrip("\n"))
     else:
-        output.emit(rep.to_dict(), lambda c: render_table(c, rep))
+        output.emit({**rep.to_dict(), "paper": paper}, lambda c: render_table(c, rep, paper))
     if rep.gates_passed is False:
         raise typer.Exit(EXIT_GATE_FAILED)
 

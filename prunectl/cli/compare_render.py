@@ -15,13 +15,14 @@ from prunectl.engine.compare import CompareReport, Group, level_key, level_label
 _RIGHT = {1, 3, 4, 5}  # column indexes aligned right: n, params, FLOPs, epochs
 
 
-def render_table(console: Console, report: CompareReport) -> None:
-    """Print a table per level, the caption that says what the numbers are, gate results and remarks."""
+def render_table(console: Console, report: CompareReport, paper: dict[str, Any] | None = None) -> None:
+    """Print a table per level, the caption that says what the numbers are, gate results and remarks; `paper`
+    (`prunectl.cli.recipes.paper_reference`) adds the paper's number of each arm as a reference row."""
     for level in _shown_levels(report):
         table = Table(title=_title(report, level))
         for i, name in enumerate(_columns(report, level)):
             table.add_column(name, justify="right" if i in _RIGHT else "left")
-        for row in _rows(report, level):
+        for row in _rows(report, level) + _paper_rows(report, level, paper):
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
     console.print(Text(_caption(report), style="dim"))
@@ -36,14 +37,15 @@ def render_table(console: Console, report: CompareReport) -> None:
         console.print(Text(f"note: {note}"))
 
 
-def to_markdown(report: CompareReport) -> str:
+def to_markdown(report: CompareReport, paper: dict[str, Any] | None = None) -> str:
     """The same tables as GitHub markdown, one section per level, ending with a newline."""
     dataset = f" on {report.dataset}" if report.dataset else ""
     lines = [f"## Comparison{dataset}", "", f"_{_caption(report)}_", ""]
     for level in _shown_levels(report):
         if _levelled(report):
             lines += [f"### {level_label(level)}", ""]
-        lines += _markdown_table(_columns(report, level), _rows(report, level), right=_RIGHT)
+        lines += _markdown_table(_columns(report, level), _rows(report, level) + _paper_rows(report, level, paper),
+                                 right=_RIGHT)
         lines.append("")
     if report.gates:
         lines += [f"### {_gate_title(report)}", ""]
@@ -91,6 +93,16 @@ def _rows(report: CompareReport, level: Any) -> list[list[str]]:
                      *([f"{g.latency_ms:.2f}" if g.latency_ms is not None else "—"] if _timed(report) else []),
                      _delta(report, g)])
     return rows
+
+
+def _paper_rows(report: CompareReport, level: Any, paper: dict[str, Any] | None) -> list[list[str]]:
+    """`paper: fine-tuned` rows: the cited table's accuracy of each arm shown at this level, for reference."""
+    if not paper:
+        return []
+    width = len(_columns(report, level))
+    shown = {g.arm for g in _level_groups(report, level)}
+    return [[f"paper: {arm}", "", f"{value:.2f}", *[""] * (width - 4), f"reference: {paper.get('source') or 'paper'}"]
+            for arm, value in paper["accuracy"].items() if arm in shown]
 
 
 def _delta(report: CompareReport, g: Group) -> str:

@@ -50,6 +50,19 @@ def _render(console: Console, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def paper_reference(paper: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The paper's numbers a recipe's `[paper]` table gives, as `compare` shows them: `[paper.accuracy]` maps an
+    arm (name or alias) to its top-1 % in the cited table. None when the recipe gives no numbers."""
+    accuracy = paper.get("accuracy")
+    if not isinstance(accuracy, Mapping) or not accuracy:
+        return None
+    from prunectl.engine.compare import arm_name
+
+    values = {arm_name(str(arm)): float(value) for arm, value in accuracy.items()
+              if isinstance(value, int | float) and not isinstance(value, bool)}
+    return {"source": paper.get("source"), "accuracy": values} if values else None
+
+
 def is_recipe(target: str) -> bool:
     """A shipped recipe's name or a .toml file (anything else is a run directory or a folder of runs)."""
     from prunectl.engine.recipe import builtin_recipes
