@@ -81,3 +81,51 @@ def test_the_cli_flops_label_is_the_counters():
     from prunectl.core.flops import FLOPS_LABEL as counted
 
     assert counted == FLOPS_LABEL
+
+
+def prunectl_help(*args: str) -> str:
+    """`prunectl ARGS --help` as the installed command prints it (main(), not a test runner's copy of the app)."""
+    done = subprocess.run([sys.executable, "-m", "prunectl", *args, "--help"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "150"})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_help_has_readable_metavars_and_shell_completion():
+    for args in ((), ("prune",), ("compare",), ("train",), ("zoo", "list")):
+        text = prunectl_help(*args)
+        for ugly in ("<bool>", "<str>", "<int>", "<float>", "<list[str]>", "{run}", "{RUN}"):
+            assert ugly not in text, (args, ugly)
+    assert "--install-completion" in prunectl_help()
+    prune = prunectl_help("prune")
+    assert "prunectl prune [OPTIONS] RUN" in prune and "NUMBER" in prune
+
+
+def test_help_states_the_protocols_real_defaults():
+    from prunectl.cli.options import PROTOCOL_DEFAULTS
+    from prunectl.engine.protocols import PROTOCOLS
+
+    table = {name: {"epochs": p.schedule.epochs, "lr": p.optim.lr, "batch_size": p.optim.batch_size,
+                    "finetune_epochs": p.finetune_epochs, "finetune_lr": p.finetune_lr} for name, p in PROTOCOLS.items()}
+    assert table == PROTOCOL_DEFAULTS
+    text = " ".join(prunectl_help("finetune").replace("│", " ").split())
+    assert "fine-tune lr: quick 0.01, cifar 0.001, imagenet 0.001" in text
+    assert "default 0.001" not in text
+
+
+def test_hub_retry_warnings_become_part_of_the_one_line_error(capsys):
+    import logging
+
+    import httpx2
+    import pytest
+
+    from prunectl.core.hub import hub_errors, parse_ref
+    from prunectl.errors import HubError
+
+    with pytest.raises(HubError) as caught, hub_errors(parse_ref("hf:me/net"), "pull"):
+        for n in (1, 2):
+            logging.getLogger("huggingface_hub.utils._http").warning(f"Retrying in 1s [Retry {n}/5].")
+        raise httpx2.ConnectError("connection refused")
+    assert str(caught.value).endswith("(after 2 retries)") and "cannot reach the Hub" in str(caught.value)
+    err = capsys.readouterr().err
+    assert "Retrying" not in err

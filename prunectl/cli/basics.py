@@ -22,6 +22,7 @@ from prunectl.cli.options import (
     SetOpt,
     ThreadsOpt,
     parse_assignments,
+    protocol_default,
 )
 from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
 from prunectl.core.hparams import MethodTraining
@@ -40,9 +41,11 @@ def register(app: typer.Typer) -> None:
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Registered model name (see `prunectl models`).")],
     dataset: DatasetOpt = "mnist5k",
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the dataset's paper protocol).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Initial learning rate (default: protocol).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: protocol).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the dataset's protocol: "
+                                               f"{protocol_default('epochs')}).")] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Initial learning rate (default: {protocol_default('lr')}).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: "
+                                                   f"{protocol_default('batch_size')}).")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default: protocol).")] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum (default: protocol).")] = None,
     model_option: Annotated[list[str] | None, typer.Option("--model-option", help="Model option KEY=VALUE, e.g. "

@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.table import Table
 
 from prunectl.cli.basics import render_result
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt, SetOpt, ThreadsOpt, parse_assignments
+from prunectl.cli.options import (
+    DataDirOpt,
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    SetOpt,
+    ThreadsOpt,
+    parse_assignments,
+    protocol_default,
+)
 from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
 from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
@@ -120,8 +129,10 @@ def extract_arch(
 @handle_errors
 def finetune(
     run: RunArg,
-    epochs: Annotated[int | None, typer.Option(help="Default: the protocol's (CIFAR 40; ImageNet by method).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Constant learning rate (default 0.001).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default: the run's protocol's fine-tune epochs ("
+                                               f"{protocol_default('finetune_epochs')}; ImageNet: by method).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Constant learning rate (default: the run's protocol's fine-tune "
+                                             f"lr: {protocol_default('finetune_lr')}).")] = None,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
