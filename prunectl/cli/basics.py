@@ -69,9 +69,9 @@ def train(
     """Train a baseline with the dataset's paper protocol (CIFAR: 160 epochs, lr 0.1, steps at 50 % / 75 %),
     plain or with a method acting during training (--method NAME --set KEY=VALUE; --sparsity S is the same run
     as --method slimming --set sparsity=S)."""
-    apply_threads(threads)
     output = Output(as_json)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     settings = parse_assignments(set_)
     if settings and method is None:
         raise BadValueError("--set gives settings of a training method; name it with --method")
@@ -127,9 +127,9 @@ def info(
 ) -> None:
     """Parameters, FLOPs (fvcore multiply-adds of conv and linear layers), a per-layer table, and with --latency
     the measured forward time (FLOPs dropping does not by itself make a network faster)."""
-    apply_threads(threads)
     output = Output(as_json)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     from dataclasses import replace
 
     from prunectl.core.latency import INFO_LATENCY, parse_batch_sizes

@@ -55,9 +55,9 @@ def compare(
     as_json: JsonOpt = False,
 ) -> None:
     """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
-    apply_threads(threads)
     output = Output(as_json or markdown)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     from prunectl.engine.compare import find_runs, report
 
     targets = targets or ["quick"]
@@ -138,9 +138,9 @@ def lottery(
     as_json: JsonOpt = False,
 ) -> None:
     """Winning ticket vs random initialisation, round by round (iterative magnitude pruning with rewinding)."""
-    apply_threads(threads)
     output = Output(as_json or markdown)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     from prunectl.engine.compare import report
     from prunectl.engine.lottery import LotterySettings
     from prunectl.engine.lottery import lottery as run_lottery

@@ -62,9 +62,9 @@ def prune(
 
     Any setting of the method: --set KEY=VALUE (repeatable; VALUE is JSON), e.g. --set skip=[16,20].
     """
-    apply_threads(threads)
     output = Output(as_json)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     shortcuts: dict[str, Any] = {k: v for k, v in {"ratio": ratio, "variant": variant,
                                                     "min_channels": min_channels}.items() if v is not None}
     if layer_ratio:
@@ -140,9 +140,9 @@ def finetune(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a pruned run with its inherited weights (mask kept for weight-level)."""
-    apply_threads(threads)
     output = Output(as_json)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     pruned = engine.resolve_run(run)
     spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr)
     with output.training_progress("finetune") as progress:
@@ -166,9 +166,9 @@ def scratch(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a pruned architecture from a random initialisation: scratch-E or scratch-B."""
-    apply_threads(threads)
     output = Output(as_json)
-    engine = output.engine()
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
                                add_finetune_epochs=add_finetune_epochs, method=engine.source_method(source))
