@@ -4,15 +4,14 @@
 
 Pairs: VGG-16 vs VGG-16-A and ResNet-56 vs ResNet-56-B (the zoo's architectures, L1-norm paper), and VGG-19 vs
 VGG-19 slimmed by 70 % (Network Slimming's global BN threshold; γ drawn at random here, so the widths differ from
-a sparsity-trained net's). Latency: median of `repeats` timed forward passes after warm-up, eval mode, no_grad,
-torch's default threads. Then the time the `prune` and `extract-arch` stages take on VGG-19 and PreResNet-164
+a sparsity-trained net's). Latency: `prunectl.core.latency.measure` (median of `repeats` timed forward passes after
+warm-up, eval mode, inference mode), torch's default threads. Then the time the `prune` and `extract-arch` stages take on VGG-19 and PreResNet-164
 (slimming 70 % / 40 %), in process, on a run directory holding random weights.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from prunectl import engine, paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec, slimming_training
 from prunectl.core.io import save_tensors, write_json
+from prunectl.core.latency import LatencySettings, measure
 from prunectl.engine.zoo import get_entry
 from prunectl.methods import PruneContext, get_method
 from prunectl.models import ArchModel, build_model, create_model
@@ -32,17 +32,9 @@ CIFAR = (3, 32, 32)
 
 
 def latency_ms(model: torch.nn.Module, batch: int, repeats: int) -> float:
-    x = torch.randn(batch, *CIFAR)
-    model.eval()
-    with torch.no_grad():
-        for _ in range(3):
-            model(x)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    """The median forward time, measured as `prunectl info --latency` and the prune stage measure it."""
+    timed = measure(model, CIFAR, LatencySettings(batch_sizes=(batch,), warmup=3, repeats=repeats))
+    return float(timed["rows"][0]["median_ms"])
 
 
 def slimmed(name: str, ratio: float, seed: int = 0) -> tuple[ArchModel, ArchModel]:

@@ -159,7 +159,8 @@ def test_to_dict_field_by_field(classic):
     assert (doc["schema"], doc["dataset"], doc["metric"], doc["reference"]) == (1, "cifar10", "final", "fine-tuned")
     sb = doc["groups"][2]
     assert set(sb) == {"level", "arm", "n", "acc_mean", "acc_std", "acc_values", "params", "flops", "epochs", "seeds",
-                       "runs", "paths", "mismatch", "diff"}
+                       "runs", "paths", "mismatch", "diff", "latency_ms", "varies",
+                       "params_range", "flops_range"}
     assert (sb["level"], sb["arm"], sb["n"], sb["params"], sb["flops"], sb["epochs"]) == (
         None, "scratch-B", 3, 1000, 1_000_000, 320)
     assert sb["acc_mean"] == pytest.approx(93.8) and sb["acc_std"] == pytest.approx(0.2)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from prunectl import engine
-from prunectl.cli.compare_render import render_table, to_markdown
 from prunectl.cli.executor_options import (
     ArrayParallelismOpt,
     CpusPerJobOpt,
@@ -20,15 +20,14 @@ from prunectl.cli.executor_options import (
     TimeLimitOpt,
     make_executor,
 )
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt
+from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt, parse_assignments
 from prunectl.cli.output import Output, handle_errors
+from prunectl.cli.recipes import check_target, is_recipe, paper_reference, with_overrides
 from prunectl.core.threads import apply_threads, parse_threads
-from prunectl.engine.compare import METRICS, CompareReport, arm_name, find_runs, parse_gate, report
-from prunectl.engine.lottery import LotterySettings
-from prunectl.engine.lottery import lottery as run_lottery
-from prunectl.engine.plot import check_plot_path, plot
-from prunectl.engine.recipe import builtin_recipes
 from prunectl.errors import EXIT_GATE_FAILED, BadValueError
+
+if TYPE_CHECKING:  # the engine imports torch: only the commands' bodies import it, so --help stays fast
+    from prunectl.engine.compare import CompareReport
 
 MetricOpt = Annotated[str, typer.Option("--metric", help="final (last epoch, default) or best (selects on the "
                                                          "test set: a known flaw, offered for comparison).")]
@@ -37,15 +36,14 @@ GateOpt = Annotated[list[str] | None, typer.Option("--gate", help="A CI conditio
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write accuracy vs FLOPs (and vs remaining weights) "
                                                              "to this PNG or SVG file.")]
 MarkdownOpt = Annotated[bool, typer.Option("--markdown", help="Print a GitHub markdown table instead.")]
+RecipeSetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override a field of the recipe without copying its file (repeatable; VALUE "
+                                       "is JSON): --set dataset=cifar100 --set seeds=[0,1] --set baseline.epochs=2.")]
 
 
 def register(app: typer.Typer) -> None:
     app.command()(compare)
     app.command()(lottery)
-
-
-def _is_recipe(target: str) -> bool:
-    return target in builtin_recipes() or target.endswith(".toml")
 
 
 @handle_errors
@@ -57,6 +55,11 @@ def compare(
     gate: GateOpt = None,
     plot_file: PlotOpt = None,
     markdown: MarkdownOpt = False,
+    set_: RecipeSetOpt = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only the runs of this dataset (for a "
+                                                                         "store holding several).")] = None,
+    latency: Annotated[bool, typer.Option("--latency", help="Add a column: each arm's measured forward time "
+                                                            "(batch 1, on CPU; median of 10).")] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
@@ -71,27 +74,48 @@ def compare(
     sbatch: SbatchOpt = None,
 ) -> None:
     """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
-    apply_threads(threads)  # this process; with --executor local, --threads is each worker's (default cores / jobs)
     output = Output(as_json or markdown)
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)  # this process; with --executor local, --threads is each worker's (default cores / jobs)
+    from prunectl.engine.compare import find_runs, report
+
     targets = targets or ["quick"]
     _preflight(metric, reference, gate, plot_file)
-    if len(targets) == 1 and _is_recipe(targets[0]):
-        recipe = engine.load_recipe(targets[0])
+    check_target(targets)
+    overrides = parse_assignments(set_)
+    if overrides and not (len(targets) == 1 and is_recipe(targets[0])):
+        raise BadValueError("--set overrides a recipe's fields; name one recipe (see `prunectl recipes`)")
+    paper = None
+    if len(targets) == 1 and is_recipe(targets[0]):
+        recipe = with_overrides(engine.load_recipe(targets[0]), overrides)
+        paper = paper_reference(recipe.paper)
         runner = make_executor(executor, data_dir=data_dir, device=device, note=output.note, jobs=jobs,
                                threads=parse_threads(threads, "--threads") if threads is not None else None,
-                               partition=partition, gpus_per_job=gpus_per_job,
-                               cpus_per_job=cpus_per_job, time_limit=time_limit,
-                               array_parallelism=array_parallelism, sbatch=sbatch)
+                               partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
+                               time_limit=time_limit, array_parallelism=array_parallelism, sbatch=sbatch)
         with output.progress_board() as board:
             runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
                                      note=output.note, executor=runner).arms
     else:
         runs = find_runs(targets)
-    _finish(output, report(runs, metric=metric, reference=reference, gates=gate or ()), plot_file, markdown)
+    from prunectl.core.latency import INFO_LATENCY
+
+    timing = INFO_LATENCY if latency else None
+    with output.busy("timing each arm's forward pass…") if latency else _nothing():
+        rep = report(runs, metric=metric, reference=reference, gates=gate or (), latency=timing, dataset=dataset)
+    _finish(output, rep, plot_file, markdown, paper)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: Path | None) -> None:
     """The report's options, checked before a recipe trains anything (a typo must not cost a whole recipe)."""
+    from prunectl.engine.compare import METRICS, arm_name, parse_gate
+    from prunectl.engine.plot import check_plot_path
+
     if metric not in METRICS:
         raise BadValueError(f"unknown metric '{metric}' (valid: {', '.join(METRICS)})")
     arm_name(reference)
@@ -101,14 +125,18 @@ def _preflight(metric: str, reference: str, gates: list[str] | None, plot_file: 
         check_plot_path(plot_file)
 
 
-def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool) -> None:
+def _finish(output: Output, rep: CompareReport, plot_file: Path | None, markdown: bool,
+            paper: dict[str, Any] | None = None) -> None:
+    from prunectl.cli.compare_render import render_table, to_markdown
+    from prunectl.engine.plot import plot
+
     if plot_file is not None:
         plot(rep, plot_file)
         output.note(f"plot: {plot_file}")
     if markdown:
-        typer.echo(to_markdown(rep).rstrip("\n"))
+        typer.echo(to_markdown(rep, paper).rstrip("\n"))
     else:
-        output.emit(rep.to_dict(), lambda c: render_table(c, rep))
+        output.emit({**rep.to_dict(), "paper": paper}, lambda c: render_table(c, rep, paper))
     if rep.gates_passed is False:
         raise typer.Exit(EXIT_GATE_FAILED)
 
@@ -122,6 +150,7 @@ def lottery(
     structure: Annotated[str, typer.Option(help="weight (unstructured) or filter (L1-norm filter masks).")] = "weight",
     include_linear: Annotated[bool, typer.Option(help="Prune linear layers too.")] = False,
     rewind: Annotated[str, typer.Option(help="init, epoch:K (late rewinding) or finetune.")] = "init",
+    set_: RecipeSetOpt = None,
     metric: MetricOpt = "final",
     gate: GateOpt = None,
     plot_file: PlotOpt = None,
@@ -132,12 +161,18 @@ def lottery(
     as_json: JsonOpt = False,
 ) -> None:
     """Winning ticket vs random initialisation, round by round (iterative magnitude pruning with rewinding)."""
-    apply_threads(threads)
     output = Output(as_json or markdown)
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
+    from prunectl.engine.compare import report
+    from prunectl.engine.lottery import LotterySettings
+    from prunectl.engine.lottery import lottery as run_lottery
+
     _preflight(metric, "random-init", gate, plot_file)
     with output.progress_board() as board:
-        if _is_recipe(target):
-            runs = engine.run_recipe(engine.load_recipe(target), data_dir=data_dir, device=device, progress=board,
+        if is_recipe(target):
+            recipe = with_overrides(engine.load_recipe(target), parse_assignments(set_))
+            runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
                                      note=output.note).arms
         else:
             settings = LotterySettings(rate=rate, rounds=rounds, target_sparsity=target_sparsity,

@@ -15,13 +15,14 @@ from prunectl.engine.compare import CompareReport, Group, level_key, level_label
 _RIGHT = {1, 3, 4, 5}  # column indexes aligned right: n, params, FLOPs, epochs
 
 
-def render_table(console: Console, report: CompareReport) -> None:
-    """Print a table per level, the caption that says what the numbers are, gate results and remarks."""
-    for level in report.levels():
+def render_table(console: Console, report: CompareReport, paper: dict[str, Any] | None = None) -> None:
+    """Print a table per level, the caption that says what the numbers are, gate results and remarks; `paper`
+    (`prunectl.cli.recipes.paper_reference`) adds the paper's number of each arm as a reference row."""
+    for level in _shown_levels(report):
         table = Table(title=_title(report, level))
         for i, name in enumerate(_columns(report, level)):
             table.add_column(name, justify="right" if i in _RIGHT else "left")
-        for row in _rows(report, level):
+        for row in _rows(report, level) + _paper_rows(report, level, paper):
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
     console.print(Text(_caption(report), style="dim"))
@@ -36,14 +37,15 @@ def render_table(console: Console, report: CompareReport) -> None:
         console.print(Text(f"note: {note}"))
 
 
-def to_markdown(report: CompareReport) -> str:
+def to_markdown(report: CompareReport, paper: dict[str, Any] | None = None) -> str:
     """The same tables as GitHub markdown, one section per level, ending with a newline."""
     dataset = f" on {report.dataset}" if report.dataset else ""
     lines = [f"## Comparison{dataset}", "", f"_{_caption(report)}_", ""]
-    for level in report.levels():
+    for level in _shown_levels(report):
         if _levelled(report):
             lines += [f"### {level_label(level)}", ""]
-        lines += _markdown_table(_columns(report, level), _rows(report, level), right=_RIGHT)
+        lines += _markdown_table(_columns(report, level), _rows(report, level) + _paper_rows(report, level, paper),
+                                 right=_RIGHT)
         lines.append("")
     if report.gates:
         lines += [f"### {_gate_title(report)}", ""]
@@ -57,19 +59,50 @@ def _columns(report: CompareReport, level: Any) -> list[str]:
     """The Δ column names what this level's groups were compared with (random-init for tickets)."""
     vs = {g.vs for g in report.groups if level_key(g.level) == level_key(level) and g.vs}
     reference = vs.pop() if len(vs) == 1 else report.reference
-    return ["arm", "n", "accuracy % (mean ± std)", "params", FLOPS_LABEL, "epochs", f"Δ vs {reference} (95 % CI; p)"]
+    latency = ["latency ms (batch 1)"] if _timed(report) else []
+    return ["arm", "n", "accuracy % (mean ± std)", "params", FLOPS_LABEL, "epochs", *latency,
+            f"Δ vs {reference} (95 % CI; p)"]
+
+
+def _timed(report: CompareReport) -> bool:
+    return any(g.latency_ms is not None for g in report.groups)
+
+
+def _shown_levels(report: CompareReport) -> list[Any]:
+    """Every level gets a table; runs without a level (the baseline) get none of their own when they appear as a
+    row in every other table."""
+    levels = report.levels()
+    return [lv for lv in levels if lv is not None] if len(levels) > 1 else levels
+
+
+def _level_groups(report: CompareReport, level: Any) -> list[Group]:
+    """The groups of this level's table in arm order: its own, and those standing in for it (the unpruned
+    baseline in every table; a round-1 random-init shared by tickets of every rewind point)."""
+    found = [report.group(level, arm) for arm in report.arms()]
+    return [g for g in found if g is not None]
 
 
 def _rows(report: CompareReport, level: Any) -> list[list[str]]:
     rows = []
-    for g in report.groups:
-        if level_key(g.level) != level_key(level):
-            continue
+    for g in _level_groups(report, level):
         std = f"{g.acc_std:.2f}" if g.acc_std is not None else "n/a"
-        rows.append([g.arm, str(g.n), f"{g.acc_mean:.2f} ± {std}", _count(g.params, "params" in g.mismatch),
-                     _count(g.flops, "flops" in g.mismatch), _count(g.epochs, "epochs" in g.mismatch, si=False),
+        rows.append([g.arm, str(g.n), f"{g.acc_mean:.2f} ± {std}",
+                     _count(g.params, "params" in g.mismatch, varies=g.params_range if "params" in g.varies else None),
+                     _count(g.flops, "flops" in g.mismatch, varies=g.flops_range if "flops" in g.varies else None),
+                     _count(g.epochs, "epochs" in g.mismatch, si=False),
+                     *([f"{g.latency_ms:.2f}" if g.latency_ms is not None else "—"] if _timed(report) else []),
                      _delta(report, g)])
     return rows
+
+
+def _paper_rows(report: CompareReport, level: Any, paper: dict[str, Any] | None) -> list[list[str]]:
+    """`paper: fine-tuned` rows: the cited table's accuracy of each arm shown at this level, for reference."""
+    if not paper:
+        return []
+    width = len(_columns(report, level))
+    shown = {g.arm for g in _level_groups(report, level)}
+    return [[f"paper: {arm}", "", f"{value:.2f}", *[""] * (width - 4), f"reference: {paper.get('source') or 'paper'}"]
+            for arm, value in paper["accuracy"].items() if arm in shown]
 
 
 def _delta(report: CompareReport, g: Group) -> str:
@@ -89,8 +122,11 @@ def _is_reference(report: CompareReport, g: Group) -> bool:
         o.vs == g.arm and report.group(o.level, g.arm) is g for o in report.groups)
 
 
-def _count(value: float, differs: bool, si: bool = True) -> str:
+def _count(value: float, differs: bool, si: bool = True, varies: tuple[float, float] | None = None) -> str:
+    """A group's count; `varies` (per-seed architectures by design) shows the mean and the seeds' range."""
     text = _si(value) if si else (f"{value:g}" if isinstance(value, float) else str(value))
+    if varies is not None:
+        return f"{text} ({_si(varies[0])}–{_si(varies[1])})"
     return f"{text} (mean; differs!)" if differs else text
 
 
@@ -133,6 +169,10 @@ def _notes(report: CompareReport) -> list[str]:
         where = f"{g.arm} at {level_label(g.level)}"
         if fields:
             notes.append(f"{where}: {', '.join(fields)} differ between its runs; the mean is shown")
+        if g.varies:
+            notes.append(f"{where}: {', '.join(g.varies)} vary between seeds by design ({g.level['method']} prunes "
+                         "by one global threshold, so each seed's network gets its own architecture); the mean "
+                         "and the seeds' range are shown")
         if "seed" in g.mismatch:
             notes.append(f"{where}: seeds repeat ({', '.join(map(str, g.seeds))}); are two experiments mixed?")
     return notes

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 
 from prunectl.cli.options import parse_assignments
-from prunectl.engine.executors import EXECUTORS, LocalExecutor
 from prunectl.errors import UnknownNameError
 
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="serial (this process, default), local (N worker "
@@ -33,6 +32,8 @@ def make_executor(name: str, *, data_dir: Path | None, device: str, note: Callab
     """The executor `--executor NAME` asks for; the serial one gets its progress bars from `run_recipe`."""
     if name == "serial":
         return None
+    from prunectl.engine.executors import EXECUTORS, LocalExecutor  # imports torch: only when a recipe runs
+
     if name == "local":
         return LocalExecutor(jobs, data_dir=data_dir, device=device, threads=threads, note=note)
     if name == "slurm":

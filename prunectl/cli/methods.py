@@ -11,7 +11,6 @@ from rich.table import Table
 
 from prunectl.cli.options import JsonOpt
 from prunectl.cli.output import Output, handle_errors
-from prunectl.engine.method_info import method_info, method_rows
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +23,9 @@ def methods_(
     as_json: JsonOpt = False,
 ) -> None:
     """List the pruning methods, or show one method's facts and settings (for `prune --set KEY=VALUE`)."""
+    Output(as_json).engine()
+    from prunectl.engine.method_info import method_info, method_rows
+
     if name is None:
         rows = method_rows()
         Output(as_json).emit(rows, lambda c: _render_list(c, rows))

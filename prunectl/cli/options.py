@@ -10,6 +10,20 @@ import typer
 
 from prunectl.errors import BadValueError
 
+# The protocols' defaults as --help states them (prunectl.engine.protocols.PROTOCOLS imports torch, which --help
+# must not; tests/test_output.py checks this mirror against the table, so the two cannot drift).
+PROTOCOL_DEFAULTS: dict[str, dict[str, float]] = {
+    "quick": {"epochs": 15, "lr": 0.1, "batch_size": 64, "finetune_epochs": 4, "finetune_lr": 0.01},
+    "cifar": {"epochs": 160, "lr": 0.1, "batch_size": 64, "finetune_epochs": 40, "finetune_lr": 0.001},
+    "imagenet": {"epochs": 90, "lr": 0.1, "batch_size": 256, "finetune_epochs": 20, "finetune_lr": 0.001},
+}
+
+
+def protocol_default(field: str) -> str:
+    """`quick 0.01, cifar 0.001, imagenet 0.001`: a field's default under each protocol, for help texts."""
+    return ", ".join(f"{name} {values[field]:g}" for name, values in PROTOCOL_DEFAULTS.items())
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Run directory to create (default: the run store, "
                                                                   "named by the spec's hash).")]

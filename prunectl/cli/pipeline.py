@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prunectl import engine
 from prunectl.cli.basics import render_result
 from prunectl.cli.options import (
     CompileOpt,
@@ -21,12 +20,11 @@ from prunectl.cli.options import (
     SetOpt,
     ThreadsOpt,
     parse_assignments,
+    protocol_default,
 )
-from prunectl.cli.output import Output, handle_errors
-from prunectl.core.flops import FLOPS_LABEL
+from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
 from prunectl.core.threads import apply_threads
 from prunectl.errors import BadValueError
-from prunectl.methods import list_methods
 
 # prune's options that are shortcuts for one method setting each (--set sets any setting).
 SHORTCUTS = {"ratio": "--ratio", "variant": "--variant", "layer_ratios": "--layer-ratio",
@@ -44,8 +42,8 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def prune(
     run: RunArg,
-    method: Annotated[str, typer.Option("--method", "-M", help=f"One of: {', '.join(list_methods())} (see "
-                                                              "`prunectl methods NAME` for its settings).")],
+    method: Annotated[str, typer.Option("--method", "-M", help="The pruning method (`prunectl methods` lists them; "
+                                                              "`prunectl methods NAME` shows its settings).")],
     ratio: Annotated[float | None, typer.Option(help="Shortcut for --set ratio=R: the fraction to prune (l1-norm "
                                                      "uniform ratio; slimming's percent; weight-level sparsity).")] = None,
     set_: SetOpt = None,
@@ -54,6 +52,8 @@ def prune(
                                                           "NAME=R, repeatable.")] = None,
     min_channels: Annotated[int | None, typer.Option(help="Shortcut for --set min_channels=N (slimming).")] = None,
     include_linear: Annotated[bool, typer.Option(help="Shortcut for --set include_linear=true (weight).")] = False,
+    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time both networks' forward pass "
+                                          "(batch 1, median of 5) into the result.")] = True,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -64,8 +64,9 @@ def prune(
 
     Any setting of the method: --set KEY=VALUE (repeatable; VALUE is JSON), e.g. --set skip=[16,20].
     """
-    apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     shortcuts: dict[str, Any] = {k: v for k, v in {"ratio": ratio, "variant": variant,
                                                     "min_channels": min_channels}.items() if v is not None}
     if layer_ratio:
@@ -78,7 +79,11 @@ def prune(
         raise BadValueError(f"{both[0]} is given twice, by --set and by {SHORTCUTS[both[0]]}; give one of them")
     baseline = engine.resolve_run(run)
     spec = engine.prune_spec(baseline, method, {**shortcuts, **settings})
-    pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note)
+    with output.busy(f"pruning {baseline.path.name} with {method}…"):
+        from prunectl.core.latency import PRUNE_LATENCY
+
+        pruned = engine.prune(baseline, spec, out=out, data_dir=data_dir, device=device, note=output.note,
+                              latency=PRUNE_LATENCY if latency else None)
     result = pruned.result()
     output.emit({**result, "run": str(pruned.path)}, lambda c: _render_prune(c, result, str(pruned.path)))
 
@@ -97,6 +102,12 @@ def _render_prune(console: Console, result: dict, path: str) -> None:
         table.add_column(col, justify="right")
     table.add_row("params", f"{result['params_before']:,}", f"{result['params']:,}", f"{result['params_ratio']:.2f}×")
     table.add_row(FLOPS_LABEL, f"{result['flops_before']:,}", f"{result['flops']:,}", f"{result['flops_ratio']:.2f}×")
+    lat = result.get("latency")
+    if lat:
+        for before, after in zip(lat["before"]["rows"], lat["after"]["rows"], strict=True):
+            table.add_row(f"latency ms, batch {before['batch']} ({lat['before']['device']})",
+                          f"{before['median_ms']:.2f}", f"{after['median_ms']:.2f}",
+                          f"{lat['speedup'][str(before['batch'])]:.2f}×")
     console.print(table)
     console.print(f"test accuracy straight after pruning (no fine-tuning): {result['pruned_acc']:.2f}%")
     console.print(f"run: {path}")
@@ -110,8 +121,9 @@ def extract_arch(
     as_json: JsonOpt = False,
 ) -> None:
     """The pruned architecture as data (and the mask, for weight-level pruning)."""
-    written = engine.extract_arch(engine.resolve_run(run), output_file)
     output = Output(as_json or output_file is None)
+    engine = output.engine()
+    written = engine.extract_arch(engine.resolve_run(run), output_file)
     output.emit(written if output_file is not None else written["arch"], lambda c: c.print(
         f"architecture: {written['arch_file']}" + (f"\nmask: {written['mask_file']}" if written["mask_file"] else "")))
 
@@ -119,8 +131,10 @@ def extract_arch(
 @handle_errors
 def finetune(
     run: RunArg,
-    epochs: Annotated[int | None, typer.Option(help="Default: the protocol's (CIFAR 40; ImageNet by method).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Constant learning rate (default 0.001).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default: the run's protocol's fine-tune epochs ("
+                                               f"{protocol_default('finetune_epochs')}; ImageNet: by method).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Constant learning rate (default: the run's protocol's fine-tune "
+                                             f"lr: {protocol_default('finetune_lr')}).")] = None,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
@@ -130,8 +144,9 @@ def finetune(
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a pruned run with its inherited weights (mask kept for weight-level)."""
-    apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     pruned = engine.resolve_run(run)
     spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr).replace(precision=precision, compile=compile_)
     with output.training_progress("finetune") as progress:
@@ -157,8 +172,9 @@ def scratch(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a pruned architecture from a random initialisation: scratch-E or scratch-B."""
-    apply_threads(threads)
     output = Output(as_json)
+    engine = output.engine()  # torch loads here, under a spinner on a terminal
+    apply_threads(threads)
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
                                add_finetune_epochs=add_finetune_epochs, method=engine.source_method(source))

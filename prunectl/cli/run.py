@@ -8,7 +8,6 @@ import typer
 
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt
 from prunectl.cli.output import Output, handle_errors
-from prunectl.engine.execute import execute, locate
 from prunectl.errors import BadValueError
 
 
@@ -31,6 +30,8 @@ def run(
     """
     output = Output(as_json)
     _set_threads(threads)
+    from prunectl.engine.execute import execute, locate  # imports torch: not for --help
+
     found = locate(target)
     output.note(f"run {found.path} ({found.stage})")
     execute(found, data_dir=data_dir, device=device, progress=_epoch_lines(output), note=output.note)

@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prunectl.cli.options import JsonOpt
-from prunectl.cli.output import Output, handle_errors
-from prunectl.core.flops import FLOPS_LABEL
+from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
 
 zoo_app = typer.Typer(name="zoo", no_args_is_help=True,
                       help="The papers' pruned architectures (and trained weights): use them as zoo:NAME.")

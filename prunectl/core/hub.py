@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -88,9 +90,53 @@ def _one_line(err: BaseException | str) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+class _RetryCounter(logging.Handler):
+    """Keeps huggingface_hub's warnings ("Retrying in 1s [Retry 2/5].") off the terminal and counts the retries,
+    so a failure is one prunectl line that says how often it was tried."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.retries = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "[Retry " in record.getMessage():
+            self.retries += 1
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[_RetryCounter]:
+    """huggingface_hub's logger routed to a counter, and its progress bars off when stderr is no terminal."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    counter = _RetryCounter()
+    saved = hub_logger.handlers[:], hub_logger.propagate
+    hub_logger.handlers, hub_logger.propagate = [counter], False
+    if not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    try:
+        yield counter
+    finally:
+        hub_logger.handlers, hub_logger.propagate = saved
+
+
 @contextmanager
 def hub_errors(ref: HubRef, action: str) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions into one-line HubErrors that name the repo and say what to do."""
+    """Turn huggingface_hub's exceptions into one-line HubErrors that name the repo and say what to do; its retry
+    warnings are summarised in that line ("after 3 retries") instead of printed one by one."""
+    with _quiet_hub() as counter:
+        try:
+            with _translated(ref, action):
+                yield
+        except HubError as err:
+            if counter.retries:
+                tries = f"{counter.retries} retr{'y' if counter.retries == 1 else 'ies'}"
+                raise HubError(f"{err} (after {tries})") from None
+            raise
+
+
+@contextmanager
+def _translated(ref: HubRef, action: str) -> Iterator[None]:
     import httpx2
     from huggingface_hub.errors import (
         BadRequestError,

@@ -18,14 +18,44 @@ from prunectl.core import limits
 from prunectl.errors import ArtifactError, BadValueError, OutputError
 
 
+def current_umask() -> int:
+    """The process's umask (os.umask can only be read by setting it, so it is set back at once)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open()` would give a new file: 0o666 less the umask (a group-readable store stays readable)."""
+    return 0o666 & ~current_umask()
+
+
+def dir_mode() -> int:
+    """The mode `mkdir` would give a new directory: 0o777 less the umask."""
+    return 0o777 & ~current_umask()
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """A new hidden directory beside `target` to fill and rename into place, with the umask's mode (mkdtemp
+    alone makes it 0700, so a run pulled into a shared store would be unreadable by the group)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    os.chmod(tmp, dir_mode())
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed over `path`, on failure removed."""
+    """Yield a temporary path beside `path`; on success it is renamed over `path`, on failure removed.
+
+    The file gets the mode a plain `open()` would give it (mkstemp makes 0600, which would hide every artefact of
+    a shared run store from the group).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

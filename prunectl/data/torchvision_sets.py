@@ -77,6 +77,16 @@ def _idx_files(folder: str) -> tuple[str, ...]:
                                                             "t10k-images-idx3", "t10k-labels-idx1"))
 
 
+def _expected(source: _Source) -> str:
+    """The files a dataset reads, folder by folder: `cifar-10-batches-py/{data_batch_1, ..., test_batch}`."""
+    folders: dict[str, list[str]] = {}
+    for name in source.files:
+        folder, _, file = name.rpartition("/")
+        folders.setdefault(folder, []).append(file)
+    return ", ".join(f"{folder}/{{{', '.join(files)}}}" if folder and len(files) > 1 else
+                     (f"{folder}/{files[0]}" if folder else ", ".join(files)) for folder, files in folders.items())
+
+
 def _fetch(source: _Source, root: Path, download: bool) -> tuple[Arrays, Arrays]:
     """Both splits of a torchvision dataset, downloading first if asked and needed; one-line errors otherwise."""
     if source.needs is not None:
@@ -87,7 +97,9 @@ def _fetch(source: _Source, root: Path, download: bool) -> tuple[Arrays, Arrays]
                                        f"pip install {source.needs.split('.')[0]}") from None
     missing = [f for f in source.files if not (root / f).is_file()]
     if missing and not download:
-        raise DataUnavailableError(f"dataset {source.name} not found in {root} (no {missing[0]}); {FIX_HINT}")
+        raise DataUnavailableError(f"dataset {source.name} not found in {root}: it reads {_expected(source)} "
+                                   f"under that directory, and {len(missing)} of {len(source.files)} are missing "
+                                   f"(first: {missing[0]}); {FIX_HINT}")
     if missing:
         try:
             return source.read(root, True, True), source.read(root, False, True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prunectl import paths
+from prunectl.core.latency import LatencySettings, measure
 from prunectl.core.stats import Difference, summarize, welch
 from prunectl.engine import arms as arm_registry
 from prunectl.engine.info import resolve_run
@@ -18,6 +19,10 @@ from prunectl.errors import ArtifactError, BadValueError
 from prunectl.runs.store import Run, open_run
 
 SCHEMA = 1
+# Methods that prune by one threshold over the whole network (Network Slimming's BN scales, Liu et al. 2017;
+# magnitude pruning's weights, Han et al. 2015): each seed's trained weights give its own architecture, so
+# params and FLOPs vary between seeds by design (shown as mean and range, not flagged as a mismatch).
+GLOBAL_THRESHOLD = frozenset({"slimming", "weight"})
 METRICS = {"final": "final_acc", "best": "best_acc"}
 METRIC_NOTES = {
     "final": "test accuracy of the final epoch",
@@ -69,8 +74,12 @@ class Group:
     runs: tuple[str, ...]
     paths: tuple[str, ...] = ()  # the run directories, in the order of `runs`
     mismatch: tuple[str, ...] = ()  # fields that differ between the group's runs: params, flops, epochs, seed
+    varies: tuple[str, ...] = ()  # params / flops that differ by design (a global-threshold method's per-seed archs)
+    params_range: tuple[float, float] = (0.0, 0.0)
+    flops_range: tuple[float, float] = (0.0, 0.0)
     vs: str | None = None
     diff: Difference | None = None
+    latency_ms: float | None = None  # measured median forward time at batch 1 (`report(latency=...)`), else None
 
     @property
     def n(self) -> int:
@@ -85,7 +94,9 @@ class Group:
         return {"level": self.level, "arm": self.arm, "n": self.n, "acc_mean": self.acc_mean,
                 "acc_std": self.acc_std, "acc_values": list(self.acc_values), "params": self.params,
                 "flops": self.flops, "epochs": self.epochs, "seeds": list(self.seeds), "runs": list(self.runs),
-                "paths": list(self.paths), "mismatch": list(self.mismatch), "diff": diff}
+                "paths": list(self.paths), "mismatch": list(self.mismatch), "diff": diff,
+                "latency_ms": self.latency_ms, "varies": list(self.varies),
+                "params_range": list(self.params_range), "flops_range": list(self.flops_range)}
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,10 @@ class CompareReport:
         for g in self.groups:
             if g.arm == arm and level_key(g.level) == key:
                 return g
+        if shared and isinstance(level, dict) and "rewind" in level:  # a round-1 control serves every rewind point
+            found = self.group({k: v for k, v in level.items() if k != "rewind"}, arm, False)
+            if found is not None:
+                return found
         return self.group(None, arm, False) if shared and level is not None else None
 
     def with_gates(self, results: Sequence[GateResult]) -> CompareReport:
@@ -183,12 +198,16 @@ def find_runs(locations: Iterable[str | Path]) -> list[Run]:
 
 
 def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference: str = "fine-tuned",
-           gates: Sequence[str | Gate] = ()) -> CompareReport:
+           gates: Sequence[str | Gate] = (), latency: LatencySettings | None = None,
+           device: str | None = "cpu", dataset: str | None = None) -> CompareReport:
     """Summarise finished runs per (level, arm) and compare each group with its reference.
 
     Reference rule: a winning-ticket group is compared with random-init (its control); every other group with
     `reference`. Both at the same level, where runs that carry no level (a baseline shared by all levels) stand
     in for an arm the level lacks. Unfinished runs and runs of non-arm stages (prune) are skipped with a note.
+    `dataset` keeps only the runs of that dataset (a store holding several is refused without it).
+    With `latency`, each group's architecture(s) are timed on `device` (`latency_ms`: batch 1, the mean over the
+    group's distinct architectures).
 
     >>> rep = report(find_runs(["runs/vgg16-l1"]), gates=["scratch-B >= fine-tuned - 0.5"])  # doctest: +SKIP
     >>> rep.gates_passed                                                                      # doctest: +SKIP
@@ -198,13 +217,24 @@ def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference
     reference = arm_name(reference)
     rows, notes = _load(runs, METRICS[metric])
     datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset") is not None})
+    if dataset is not None:
+        if dataset not in datasets:
+            raise BadValueError(f"no finished runs of dataset '{dataset}' (the runs are of {', '.join(datasets)})")
+        skipped = sum(r.get("dataset") != dataset for r in rows)
+        rows = [r for r in rows if r.get("dataset") == dataset]
+        datasets = [dataset]
+        if skipped:
+            notes.append(f"--dataset {dataset}: left out {skipped} run(s) of other datasets")
     if len(datasets) > 1:
-        raise BadValueError(f"runs from different datasets: {', '.join(datasets)}; compare one dataset at a time")
+        raise BadValueError(f"runs from different datasets: {', '.join(datasets)}; pick one with --dataset "
+                            f"{datasets[0]} (or compare a recipe by name)")
     buckets: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         buckets.setdefault((level_key(row["level"]), row["arm"]), []).append(row)
     groups = sorted((_group(b) for b in buckets.values()),
                     key=lambda g: (_sort_key(g.level), arm_registry.position(g.arm)))
+    if latency is not None:
+        groups = [replace(g, latency_ms=_latency_ms(g, latency, device)) for g in groups]
     rep = CompareReport(datasets[0] if datasets else None, metric, reference, tuple(groups), notes=tuple(notes))
     rep = replace(rep, groups=tuple(_with_diff(rep, g) for g in groups))
     needs_reference = any(arm_registry.arm(g.arm).needs_reference for g in groups)
@@ -308,13 +338,29 @@ def _group(rows: list[dict[str, Any]]) -> Group:
     acc = tuple(r["acc"] for r in rows)
     summary = summarize(acc)
     seeds = tuple(int(r["seed"]) for r in rows)
-    mismatch = [name for name in ("params", "flops", "epochs") if len({r[name] for r in rows}) > 1]
+    differ = [name for name in ("params", "flops", "epochs") if len({r[name] for r in rows}) > 1]
+    level = rows[0]["level"]
+    by_design = isinstance(level, dict) and level.get("method") in GLOBAL_THRESHOLD
+    varies = [name for name in differ if by_design and name in ("params", "flops")]
+    mismatch = [name for name in differ if name not in varies]
     if len(set(seeds)) < len(seeds):
         mismatch.append("seed")
-    return Group(rows[0]["level"], rows[0]["arm"], acc, summary.mean, summary.std,
+    return Group(level, rows[0]["arm"], acc, summary.mean, summary.std,
                  _common([r["params"] for r in rows]), _common([r["flops"] for r in rows]),
                  _common([r["epochs"] for r in rows]), seeds, tuple(r["id"] for r in rows),
-                 tuple(r["path"] for r in rows), tuple(mismatch))
+                 tuple(r["path"] for r in rows), tuple(mismatch), tuple(varies),
+                 _span([r["params"] for r in rows]), _span([r["flops"] for r in rows]))
+
+
+def _latency_ms(group: Group, settings: LatencySettings, device: str | None) -> float:
+    """Batch-1 median forward time of the group's architectures (each distinct one timed once)."""
+    from prunectl.models import build_model
+    from prunectl.training.trainer import resolve_device
+
+    archs = {level_key(a.to_dict()): a for a in (Run(Path(p)).arch() for p in group.paths)}
+    timed = [measure(build_model(a), a.input_size, replace(settings, batch_sizes=(1,)), resolve_device(device))
+             for a in archs.values()]
+    return round(sum(t["rows"][0]["median_ms"] for t in timed) / len(timed), 6)
 
 
 def _with_diff(rep: CompareReport, group: Group) -> Group:
@@ -323,6 +369,10 @@ def _with_diff(rep: CompareReport, group: Group) -> Group:
     if ref is None:
         return group
     return replace(group, vs=vs, diff=welch(group.acc_values, ref.acc_values))
+
+
+def _span(values: list[Any]) -> tuple[float, float]:
+    return (min(values), max(values))
 
 
 def _common(values: list[Any]) -> float:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ from prunectl import __version__, paths
 from prunectl.core import hub, validate
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.hub import HubRef, Snapshot
-from prunectl.core.io import load_tensors, parse_json, read_json, write_json
+from prunectl.core.io import load_tensors, parse_json, read_json, temp_dir_beside, write_json
 from prunectl.errors import ArtifactError, BadValueError, HubError, OutputError, PrunectlError
 from prunectl.models import Arch, build_model
 from prunectl.runs.export import export_files
@@ -208,7 +207,7 @@ def materialise(snap: Snapshot, target: Path, arch: Arch, source: Mapping[str, A
     """Copy the snapshot into a temporary directory beside `target`, then rename it into place in one step."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        tmp = temp_dir_beside(target)
     except OSError as err:
         raise OutputError(f"cannot create {target}: {err.strerror}") from None
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 from prunectl import paths
 from prunectl.core.flops import FLOPS_LABEL, count
+from prunectl.core.latency import LatencySettings, measure
 from prunectl.data import DATASETS, dataset_shape, imagefolder, list_datasets, npzfile
 from prunectl.data.base import SMALL_IMAGE_MAX
 from prunectl.engine import zoo
@@ -15,6 +16,7 @@ from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods.sss import layout_notation, stage_layout
 from prunectl.models import MODELS, Arch, ArchModel, build_model, default_arch
 from prunectl.runs.store import Run, open_run
+from prunectl.training.trainer import resolve_device
 
 
 def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | None]:
@@ -103,16 +105,20 @@ def datasets_report() -> dict[str, Any]:
     return {"datasets": rows, "user_data": user, "protocol_rule": rule}
 
 
-def info(target: str, dataset: str | None = None) -> dict[str, Any]:
+def info(target: str, dataset: str | None = None, *, latency: LatencySettings | None = None,
+         device: str | None = "cpu") -> dict[str, Any]:
     """Params, FLOPs (multiply-adds, conv + linear) and per-layer rows; sparse-aware for masked runs; the
-    training protocol where a dataset is known (`protocol_info`)."""
+    training protocol where a dataset is known (`protocol_info`); with `latency`, the measured forward time on
+    `device` (`prunectl.core.latency.measure`: a mask does not make a dense forward faster, so it is timed dense)."""
     arch, run_path = resolve_arch(target, dataset)
     model = build_model(arch)
     masks = None
     if run_path is not None and (run_path / paths.MASK).is_file():
         masks = open_run(run_path).mask()
     counts = count(model, arch.input_size, masks)
+    measured = {"latency": measure(model, arch.input_size, latency, resolve_device(device))} if latency else {}
     return {
+        **measured,
         "target": target,
         "name": arch.name,
         "family": arch.family,

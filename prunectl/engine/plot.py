@@ -71,6 +71,10 @@ def _draw(ax: Any, report: CompareReport, kind: str) -> None:
         xs, ys, errors = zip(*points, strict=True)
         line = "-" if len(set(xs)) == len(xs) else "none"  # levels sharing an x are not a curve
         ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, linestyle=line, label=arm)
+        if len(report.levels()) <= 2:  # one pruning level: few points, so each says what it is
+            for x, y in zip(xs, ys, strict=True):
+                ax.annotate(f"{arm} {y:.2f}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.margins(x=0.15, y=0.2)  # one or two points per axis: keep them (and their labels) off the frame
     _log_axis(ax, kind)
     ax.set_xlabel(FLOPS_LABEL if kind == "flops" else REMAINING_LABEL)
     ax.set_ylabel(f"test accuracy % ({_METRIC_LABELS[report.metric]})")

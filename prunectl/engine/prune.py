@@ -12,6 +12,7 @@ from prunectl import paths
 from prunectl.core.flops import count
 from prunectl.core.hparams import TrainSpec
 from prunectl.core.io import new_file, save_tensors, write_json
+from prunectl.core.latency import PRUNE_LATENCY, LatencySettings, before_after, measure
 from prunectl.core.spec import Spec, register_spec, settings_from
 from prunectl.data import load_dataset, verify_dataset
 from prunectl.errors import ArtifactError, BadValueError
@@ -55,9 +56,11 @@ def _train_spec(run: Run) -> TrainSpec:
 
 
 def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data_dir: str | Path | None = None,
-          device: str | None = None, note: Callable[[str], None] = lambda message: None) -> Run:
+          device: str | None = None, note: Callable[[str], None] = lambda message: None,
+          latency: LatencySettings | None = PRUNE_LATENCY) -> Run:
     """Prune `baseline` as `spec` says; writes the pruned model, its arch, the mask (unstructured), and before /
-    after figures including the test accuracy straight after pruning (before any fine-tuning)."""
+    after figures including the test accuracy straight after pruning (before any fine-tuning) and the measured
+    latency of both networks on the stage's device (`latency=None` skips it; it is not part of the run's id)."""
     base_spec = _train_spec(baseline)
     if spec.parent != baseline.id:
         raise BadValueError(f"the prune spec is for run {spec.parent}, not {baseline.id}")
@@ -88,6 +91,11 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
     before = count(model, model.input_size, prior)
     after = count(pruned, pruned.input_size, outcome.mask)
     acc = evaluate(pruned.to(resolve_device(device)), data, 256, resolve_device(device))
+    timed = None
+    if latency is not None:
+        where = resolve_device(device)
+        timed = before_after(measure(model, model.input_size, latency, where),
+                             measure(pruned, pruned.input_size, latency, where))
     result = {
         "stage": "prune", "method": spec.method, "settings": dict(spec.settings), "id": run.id,
         "parent": baseline.id, "seed": spec.seed, "dataset": spec.dataset, "arch": pruned.to_arch().name,
@@ -95,7 +103,7 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
         "params": after.params, "flops": after.flops, "flops_ratio": before.flops / max(after.flops, 1),
         "params_ratio": before.params / max(after.params, 1), "pruned_acc": acc["test_acc"],
         "final_acc": acc["test_acc"],  # the accuracy of this run's model: straight after pruning
-        "report": json.loads(json.dumps(outcome.report)), "notes": notes,
+        "report": json.loads(json.dumps(outcome.report)), "notes": notes, "latency": timed,
     }
     write_json(run.file(paths.RESULT), result)
     return run

@@ -189,18 +189,53 @@ def _arm_label(stage: str) -> str | None:
 
 
 def _level(run: Run, masks: dict[str, torch.Tensor] | None) -> dict[str, Any] | None:
-    """The pruning that produced this run's architecture (method, settings; for iterative pruning the round),
-    from its lineage, and the fraction of prunable weights that remain when a mask is kept."""
-    prunes = [r for r in run.lineage() if r.get("kind") == "PruneSpec"]
+    """The pruning that produced this run's architecture (method, settings; for iterative pruning the round; for
+    a ticket rewound to epoch K, `rewind`), from its lineage, and the fraction of prunable weights that remain
+    when a mask is kept. A run trained from an extracted arch.json has no lineage: it keeps the level of the
+    pruned run the file came from (`notes.source_run`, found in the run store), so compare groups it there."""
+    lineage = run.lineage()
+    if not lineage:
+        lineage = _source_chain(run)
+    prunes = [r for r in lineage if r.get("kind") == "PruneSpec"]
     if not prunes:
         return None
     level = {"method": prunes[0]["spec"]["method"], **prunes[0]["spec"]["settings"]}  # settings as given
     arm = arm_for_stage(run.stage)
     if len(prunes) > 1 or (arm is not None and arm.recipe == "lottery"):
         level["round"] = len(prunes)
+    rewind = _late_rewind([run.record, *lineage])
+    if rewind is not None:
+        level["rewind"] = rewind
     if masks:
         level["remaining"] = round(sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()), 6)
     return level
+
+
+def _late_rewind(records: list[dict[str, Any]]) -> str | None:
+    """`epoch:K` when the nearest rewound ticket in the chain (the run itself, else the ticket its mask came from)
+    was rewound to epoch K; None for rewinding to init (those levels stay as they always were) or no ticket.
+    A round-1 random-init control has no ticket in its chain: it is the same run for every rewind point."""
+    for record in records:
+        spec = record.get("spec", {})
+        if spec.get("init") == "rewind":
+            point = spec.get("rewind_to", "init")
+            return str(point) if point != "init" else None
+    return None
+
+
+def _source_chain(run: Run) -> list[dict[str, Any]]:
+    """The records a run made from an arch file descends from: its source run's record and lineage, if the run
+    store holds it (a source elsewhere, or none, gives no level)."""
+    spec = run.spec()
+    source = spec.arch.notes.get("source_run") if isinstance(spec, TrainSpec) else None
+    if not isinstance(source, str):
+        return []
+    found = sorted(paths.runs_root().glob(f"*-{source}")) if paths.runs_root().is_dir() else []
+    for path in found:
+        candidate = Run(path)
+        if candidate.has(paths.SPEC) and candidate.id == source:
+            return [candidate.record, *candidate.lineage()]
+    return []
 
 
 def _check_fits(spec: TrainSpec, data: Dataset) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from prunectl import __version__, paths
 from prunectl.core import hub
 from prunectl.core.flops import FLOPS_LABEL, count
 from prunectl.core.hub import HF_PREFIX, Snapshot
-from prunectl.core.io import read_json, write_json
+from prunectl.core.io import read_json, temp_dir_beside, write_json
 from prunectl.data import dataset_shape
 from prunectl.engine.derive import method_of
 from prunectl.engine.hub import materialise, pull_ref, reuse_pulled
@@ -270,7 +269,7 @@ def _copy_run_files(run: Run, target: Path) -> None:
     """Copy the run's files into a temporary folder beside `target`, then swap it into place."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        tmp = temp_dir_beside(target)
     except OSError as err:
         raise OutputError(f"cannot create {target}: {err.strerror}") from None
     old = target.with_name(f".{target.name}.old")
