@@ -252,8 +252,8 @@ class SSSPruner(Method):
         before = stage_layout(model)
         drops, held = choose_drops(model, context.note)
         if not drops:
-            context.note(f"sss: no residual branch reached λ = 0 (gamma={gamma}); nothing removed: train with a "
-                         "larger gamma")
+            why = "only branches that hold their stage reached λ = 0" if held else "no residual branch reached λ = 0"
+            context.note(f"sss: nothing removed: {why} (gamma={gamma}); train with a larger gamma")
         edit = StructureEdit(drop=tuple(b.name for b in drops))
         base = model.arch_name or model.family
         pruned = apply_edit(model, edit, name=f"{base}-sss" if drops else None)
