@@ -8,7 +8,7 @@ from typing import Any
 from prunectl.errors import BadValueError
 
 # Importing the family modules registers them.
-from prunectl.models import cifar_resnet, cifar_vgg, densenet, imagenet, preresnet, small  # noqa: E402,F401,I001
+from prunectl.models import cifar_resnet, cifar_vgg, densenet, external, imagenet, preresnet, small  # noqa: E402,F401,I001
 from prunectl.models.base import FAMILIES, MODELS, Arch, ArchModel, register_family, register_model
 
 __all__ = [
@@ -30,7 +30,10 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def default_arch(name: str, num_classes: int = 10, input_size: tuple[int, int, int] | None = None,
                  **options: Any) -> Arch:
-    """The unpruned architecture record of a registered model (its factory picks the input size if None)."""
+    """The unpruned architecture record of a registered model (its factory picks the input size if None), or of a
+    library model `torchvision:NAME` / `timm:NAME` (options: `stem`, and the builder's keyword arguments)."""
+    if external.is_external(name):
+        return external.external_arch(name, num_classes, input_size, **options)
     factory = MODELS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p not in ("num_classes", "input_size")]
     unknown = sorted(set(options) - set(accepted))

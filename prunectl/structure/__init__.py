@@ -8,7 +8,7 @@ equals `masked_model(model, edit)`.
 """
 
 # Importing the provider modules registers them.
-from prunectl.structure import plain, resnet, selected  # noqa: F401,I001
+from prunectl.structure import plain, resnet, selected, traced  # noqa: F401,I001
 from prunectl.structure.capabilities import (
     CAPABILITIES,
     Capability,
