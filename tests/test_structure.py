@@ -55,14 +55,17 @@ def zeroed(model: ArchModel, keep: dict[str, list[int]], drop: tuple[str, ...] =
             if g.kind == "select":
                 removed = [g.meta["selected"][i] for i in removed]
             else:
-                conv = ref.get_submodule(str(g.conv))
-                conv.weight[removed] = 0
-                if conv.bias is not None:
-                    conv.bias[removed] = 0
-            if g.bn is not None:
-                bn = ref.get_submodule(g.bn)
-                bn.weight[removed] = 0
-                bn.bias[removed] = 0
+                for producer in g.producers:  # traced groups may couple several (a residual sum, a depthwise conv)
+                    conv = ref.get_submodule(producer)
+                    conv.weight[removed] = 0
+                    if conv.bias is not None:
+                        conv.bias[removed] = 0
+            offsets = g.meta.get("norm_offsets", {})
+            for norm in g.norms:
+                bn = ref.get_submodule(norm)
+                at = [offsets.get(norm, 0) + i for i in removed]
+                bn.weight[at] = 0
+                bn.bias[at] = 0
         for name in drop:
             last = ref.get_submodule(blocks[name].output)
             last.weight.zero_()

@@ -69,10 +69,9 @@ def _as_group(graph: Any, tp_group: Any, index: int) -> ChannelGroup:
         out = graph.is_out_channel_pruning_fn(dep.handler)
         first = int(idxs[0])
         if isinstance(module, nn.Conv2d | nn.Linear):
-            if out or _depthwise(module):
-                if name not in producers:
-                    producers.append(name)
-            elif name not in consumers:
+            if (out or _depthwise(module)) and name not in producers:
+                producers.append(name)
+            if (not out or _depthwise(module)) and name not in consumers:  # a depthwise conv is both
                 positions = max(1, len(idxs) // channels)
                 consumers[name] = Consumer(name, offset=first // positions, positions=positions)
         elif isinstance(module, NORMS):
