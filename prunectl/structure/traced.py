@@ -98,8 +98,10 @@ def traced_groups(model: ArchModel) -> list[ChannelGroup]:
         raise BadValueError(f"cannot trace this model: layer '{missing}' is not reached by an example input "
                             f"(data-dependent control flow?)")
     heads = classifier_layers(model, model.num_classes)
-    groups = [_as_group(graph, g, i) for i, g in enumerate(
-        graph.get_all_groups(ignored_layers=heads, root_module_types=(nn.Conv2d, nn.Linear)))]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    tp_groups = sorted(graph.get_all_groups(ignored_layers=heads, root_module_types=(nn.Conv2d, nn.Linear)),
+                       key=lambda g: order[graph._module2name[g[0].dep.target.module]])  # forward order
+    groups = [_as_group(graph, g, i) for i, g in enumerate(tp_groups)]
     _cache[model] = (signature, groups)
     return groups
 
