@@ -148,3 +148,30 @@ def test_pruning_twice_keeps_indices_in_the_original_numbering() -> None:
 def test_timm_without_the_extra_names_it() -> None:
     with pytest.raises(BadValueError, match=r"prunectl\[timm\]"):
         default_arch("timm:resnet18")
+
+
+def test_your_own_module_prunes_rebuilds_and_a_shared_record_needs_explicit_trust(monkeypatch) -> None:
+    from prunectl.engine import custom_model
+    from prunectl.models import external
+
+    monkeypatch.setattr(external, "TRUSTED_BUILDERS", set())
+    monkeypatch.setattr(custom_model, "TRUSTED_BUILDERS", external.TRUSTED_BUILDERS)
+    torch.manual_seed(0)
+    builder = "torchvision.models:mobilenet_v3_small"
+    mine = randomise_norms(__import__("torchvision").models.mobilenet_v3_small(num_classes=5))
+    x = torch.randn(2, *SMALL)
+    model = custom_model.adopt(mine, x, builder, {"num_classes": 5}).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), mine(x))
+    out = custom_model.prune_module(model, "l1-norm", {"ratio": 0.5})
+    record = out.model.to_arch().to_json()
+    rebuilt = build_model(Arch.from_json(record)).eval()
+    rebuilt.load_state_dict(out.model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), out.model.eval()(x))
+    external.TRUSTED_BUILDERS.clear()  # as in a process that pulled the record
+    with pytest.raises(BadValueError, match="PRUNECTL_TRUST_BUILDERS=torchvision.models:mobilenet_v3_small") as err:
+        build_model(Arch.from_json(record))
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("PRUNECTL_TRUST_BUILDERS", builder)
+    assert build_model(Arch.from_json(record)).to_arch().same_structure(out.model.to_arch())

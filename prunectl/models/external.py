@@ -122,10 +122,42 @@ def _adapt(net: nn.Module, in_channels: int, stem: str) -> None:
     _replace(net, path, new)
 
 
+# User builders (`package.module:function`) this process may import: only ever added by the user's own code
+# (`prunectl.engine.custom_model`) or environment, never by a record (a pulled or shared record names one only).
+TRUST_ENV = "PRUNECTL_TRUST_BUILDERS"
+TRUSTED_BUILDERS: set[str] = set()
+
+
+def trusted(builder: str) -> bool:
+    import os
+
+    return builder in TRUSTED_BUILDERS or builder in os.environ.get(TRUST_ENV, "").split(",")
+
+
+def user_network(builder: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """The user's builder, called with `kwargs` (only if trusted: see `TRUSTED_BUILDERS`)."""
+    import importlib
+
+    if not trusted(builder):
+        raise BadValueError(f"this record builds its model with user code '{builder}'; allow it explicitly with "
+                            f"{TRUST_ENV}={builder} or prunectl.engine.custom_model.trust_builder('{builder}')")
+    module_name, _, function = builder.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as err:
+        raise BadValueError(f"cannot import the model builder '{builder}': {err}") from None
+    net = factory(**kwargs)
+    if not isinstance(net, nn.Module):
+        raise BadValueError(f"the model builder '{builder}' returned a {type(net).__name__}, not an nn.Module")
+    return net
+
+
 def fresh_network(family: str, config: Mapping[str, Any], num_classes: int,
                   input_size: tuple[int, int, int]) -> nn.Module:
     """The library's model, unpruned, adapted to the input and classes (weights from torch's global RNG)."""
     builder = str(config["builder"])
+    if family == "module":  # the user's own builder: taken as it is (it sets its classes and input itself)
+        return user_network(builder, dict(config.get("kwargs", {})))
     _check_builder(family, builder)
     kwargs = _check_kwargs(config.get("kwargs", {}))
     if family == "torchvision":
@@ -224,7 +256,7 @@ class ExternalModel(ArchModel):
         self.versions = dict(config.get("versions", {}))
         self.edits: list[dict[str, Any]] = [dict(e) for e in config.get("edits", [])]
         self.net = fresh_network(self.family, config, arch.num_classes, arch.input_size)
-        now = versions(self.family)
+        now = versions("torch" if self.family == "module" else self.family)
         if self.versions and self.versions != now:
             warnings.warn(f"{arch.name or self.family}: recorded with {self.versions}, rebuilt with {now}; the "
                           f"layer shapes are checked", stacklevel=2)
@@ -258,3 +290,10 @@ class TorchvisionModel(ExternalModel):
 @register_family
 class TimmModel(ExternalModel):
     family = "timm"
+
+
+@register_family
+class UserModule(ExternalModel):
+    """The user's own nn.Module, built by a trusted `package.module:function` (see `prunectl.engine.custom_model`)."""
+
+    family = "module"

@@ -184,3 +184,13 @@ class TimmStructure(TorchvisionStructure):
         return {"resnet18": Arch(self.family, {"builder": "resnet18", "kwargs": {}, "stem": "cifar", "edits": []},
                                  5, (3, 16, 16), name="timm:resnet18")}
 
+
+
+@register_provider
+class UserModuleStructure(TorchvisionStructure):
+    """Channel groups of your own nn.Module (`prunectl.engine.custom_model`), traced as for torchvision."""
+
+    family = "module"
+
+    def examples(self) -> dict[str, Arch]:
+        return {}
