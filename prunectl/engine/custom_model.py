@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -41,7 +41,8 @@ def module_arch(builder: str, input_size: tuple[int, int, int], num_classes: int
     The builder comes from your own code, so it is trusted for this process."""
     trust_builder(builder)
     config = {"builder": builder, "kwargs": dict(kwargs or {}), "versions": versions("torch"), "edits": []}
-    return Arch("module", config, num_classes, tuple(input_size), name=builder)
+    size = cast(tuple[int, int, int], tuple(input_size))
+    return Arch("module", config, num_classes, size, name=builder)
 
 
 def adopt(module: nn.Module, example_input: torch.Tensor, builder: str,
@@ -52,9 +53,10 @@ def adopt(module: nn.Module, example_input: torch.Tensor, builder: str,
         out = module.eval()(example_input)
     arch = module_arch(builder, tuple(example_input.shape[1:]), int(out.shape[-1]), kwargs)  # type: ignore[arg-type]
     model = build_model(arch)
-    if layer_shapes(model.net) != layer_shapes(module):
+    net = cast(nn.Module, model.net)
+    if layer_shapes(net) != layer_shapes(module):
         raise BadValueError(f"the builder '{builder}' does not build the module given (its layer shapes differ)")
-    model.net.load_state_dict(module.state_dict(), strict=True)
+    net.load_state_dict(module.state_dict(), strict=True)
     return model
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import BadValueError
@@ -118,7 +119,7 @@ def global_widths(model: ArchModel, groups: list[ChannelGroup], ratio: float) ->
     scores = []
     for g in prunable:
         s = filter_l1_norms(model, g)
-        size = sum(model.get_submodule(p).weight[0].numel() for p in g.producers)
+        size = sum(cast(nn.Conv2d, model.get_submodule(p)).weight[0].numel() for p in g.producers)
         scores.append(s / size)
     pooled = torch.sort(torch.cat(scores)).values
     threshold = pooled[min(pooled.numel() - 1, int(pooled.numel() * ratio))]

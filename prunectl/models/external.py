@@ -12,7 +12,7 @@ linear / norm shape is then checked against `shapes`. No weights are downloaded:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from typing import Any, ClassVar, cast
 
@@ -92,7 +92,8 @@ def external_arch(name: str, num_classes: int = 10, input_size: tuple[int, int, 
         raise BadValueError(f"stem must be one of {', '.join(STEMS)}, got '{stem}'")
     config = {"builder": builder, "kwargs": _check_kwargs(kwargs), "stem": stem, "versions": versions(library),
               "edits": []}
-    return Arch(library, config, num_classes, tuple(input_size or (3, 224, 224)), name=name)
+    size = cast(tuple[int, int, int], tuple(input_size or (3, 224, 224)))
+    return Arch(library, config, num_classes, size, name=name)
 
 
 def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -115,8 +116,8 @@ def _adapt(net: nn.Module, in_channels: int, stem: str) -> None:
                 _replace(net, n, nn.Identity())
                 break
     elif in_channels != conv.in_channels:
-        new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
-                        conv.dilation, conv.groups, conv.bias is not None)
+        new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride,  # type: ignore[arg-type]
+                        conv.padding, conv.dilation, conv.groups, conv.bias is not None)  # type: ignore[arg-type]
     else:
         return
     _replace(net, path, new)
@@ -179,7 +180,7 @@ def layer_shapes(model: nn.Module) -> dict[str, list[int]]:
 
 def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
     """The last layer producing the class scores (its outputs are never pruned)."""
-    heads = [m for m in model.modules() if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+    heads: list[nn.Module] = [m for m in model.modules() if (isinstance(m, nn.Linear) and m.out_features == num_classes)
              or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
     return heads[-1:]
 
@@ -210,7 +211,7 @@ def prune_group(graph: Any, model: nn.Module, root: str, removed: list[int]) -> 
     group.prune(record_history=False)
 
 
-def replay(model: nn.Module, edits: list[Mapping[str, Any]], input_size: tuple[int, int, int]) -> None:
+def replay(model: nn.Module, edits: Sequence[Mapping[str, Any]], input_size: tuple[int, int, int]) -> None:
     """Cut `model` (fresh, unpruned) as the record's `edits` say."""
     if not edits:
         return
@@ -252,7 +253,7 @@ class ExternalModel(ArchModel):
     def __init__(self, arch: Arch) -> None:
         super().__init__(arch)
         config = dict(arch.config)
-        self.base_config = {k: config[k] for k in ("builder", "kwargs", "stem") if k in config}
+        self.base_config: dict[str, Any] = {k: config[k] for k in ("builder", "kwargs", "stem") if k in config}
         self.versions = dict(config.get("versions", {}))
         self.edits: list[dict[str, Any]] = [dict(e) for e in config.get("edits", [])]
         self.net = fresh_network(self.family, config, arch.num_classes, arch.input_size)
@@ -278,8 +279,9 @@ class ExternalModel(ArchModel):
         # PyTorch's default initialisation of every layer (the builders' own schemes live in their __init__,
         # which a scratch run gets anyway: it builds the record afresh).
         for m in self.modules():
-            if m is not self and hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if m is not self and callable(reset):
+                reset()
 
 
 @register_family
