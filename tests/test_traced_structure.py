@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from hubserver import hub  # noqa: F401  (the fixture; tests/ is on sys.path)
 from torch import nn
 from typer.testing import CliRunner
 
@@ -153,3 +154,20 @@ def test_the_whole_protocol_on_a_torchvision_model_from_the_cli(tmp_path, monkey
                                   str(tmp_path / "evil")])
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "unknown torchvision model 'os:system'" in refused.stderr and not (tmp_path / "evil").exists()
+
+
+@pytest.mark.slow
+def test_a_pruned_torchvision_run_pushes_and_pulls_to_identical_logits(hub, tmp_path, monkeypatch) -> None:  # noqa: F811
+    from prunectl import engine
+    from prunectl.engine import hub as hub_engine
+
+    monkeypatch.setenv("PRUNECTL_HOME", str(tmp_path / "home"))
+    spec = engine.baseline_spec("torchvision:mobilenet_v3_small", "mnist5k", epochs=1)
+    base = engine.train(spec, out=tmp_path / "base")
+    pruned = engine.prune(base, engine.prune_spec(base, "l1-norm", {"ratio": 0.5}), out=tmp_path / "p")
+    hub_engine.push(pruned, "hf:alice/mnv3-l1")
+    pulled = hub_engine.pull("hf:alice/mnv3-l1", out=tmp_path / "pulled")
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(pulled.model().eval()(x), pruned.model().eval()(x))
+    assert pulled.arch().same_structure(pruned.arch()) and pulled.arch().config["edits"]
