@@ -8,6 +8,7 @@ from collections.abc import Iterable
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_RUNS_FAILED = 4
 
 
 class PrunectlError(Exception):
@@ -49,3 +50,13 @@ class ArtifactError(PrunectlError):
 
 class HubError(PrunectlError):
     """A Hugging Face Hub repository or revision that cannot be used."""
+
+
+class ExecutorError(PrunectlError):
+    """An executor that cannot run here: its optional package is missing, or its cluster is not reachable."""
+
+
+class RunsFailedError(PrunectlError):
+    """Runs of a recipe that an executor started and that did not finish (the message names them and their logs)."""
+
+    exit_code = EXIT_RUNS_FAILED

@@ -22,6 +22,9 @@ ZOO_ENV = "PRUNECTL_ZOO_DIR"  # moves the whole zoo: entries, weights and recipe
 ZOO_ENTRIES = "entries"
 ZOO_WEIGHTS = "weights"
 ZOO_RECIPES = "recipes"
+LOCK = "run.lock"  # held while a process executes the run (prunectl/runs/claim.py)
+ATTEMPTS = "attempts.jsonl"  # one line per time a process started (or resumed) executing the run
+RUN_LOG = "run.log"  # the output of `prunectl run` when an executor ran it in a worker
 
 
 def home() -> Path:
@@ -61,3 +64,8 @@ def zoo_root() -> Path:
 def rewind_weights(epoch: int) -> str:
     """Weights saved after `epoch` epochs, for late rewinding."""
     return f"weights-epoch{epoch}.safetensors"
+
+
+def executor_root() -> Path:
+    """Where executors keep their own files (e.g. submitit's job folders), beside the runs."""
+    return home() / "executors"

@@ -5,19 +5,36 @@ that does not apply to a family says which capability the model lacks, in one li
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import torch
 from tinymodels import randomised, small_families, tiny_dataset
 
+from prunectl.core.hparams import MethodTraining
 from prunectl.errors import BadValueError
 from prunectl.methods import Method, PruneContext, get_method, list_methods
 from prunectl.methods.weight import WeightSettings
-from prunectl.models import Arch, build_model
+from prunectl.models import Arch, ArchModel, build_model
 from prunectl.structure import CAPABILITIES, masked_model, offers
 
 FAMILIES = small_families()
+
+
+def trained_like(method_name: str, model: ArchModel) -> MethodTraining | None:
+    """For a method that acts during training (`facts.trains`) with default training settings, what training
+    with it leaves: its behaviour's start step applied to `model` (e.g. SFP's first mask) and the training record
+    that `prune` reads from the context; None for other methods (and for required training settings)."""
+    method = get_method(method_name)
+    if not method.facts.trains or method.training_settings is None:
+        return None
+    try:
+        settings = method.training_settings()
+    except TypeError:  # a required training setting (slimming's sparsity): prune then sees a plain run
+        return None
+    method.training(settings, model).on_train_start(model)
+    return MethodTraining(method_name, settings.to_dict(omit_defaults=True))
 
 
 def settings_for(method_name: str) -> object:
@@ -27,14 +44,25 @@ def settings_for(method_name: str) -> object:
     return cls(**({"ratio": 0.5} if "ratio" in names else {}))
 
 
+def context_for(method_name: str, arch: Arch, note=lambda message: None) -> PruneContext:
+    """Tiny data, and for a method that acts during training the record that the model was trained with it
+    (its training defaults), as a run trained with the method would give it."""
+    training = MethodTraining(method_name, {}) if get_method(method_name).facts.trains else None
+    return PruneContext(data=tiny_dataset(arch), training=training, note=note)
+
+
 @pytest.mark.parametrize("arch", [a for _, a in FAMILIES], ids=[k for k, _ in FAMILIES])
 @pytest.mark.parametrize("method_name", list_methods())
 def test_method_contract(method_name: str, arch: Arch) -> None:
     method = get_method(method_name)
     model = randomised(arch)
+    try:
+        training = trained_like(method_name, model)
+    except BadValueError:  # the method cannot train this model either; its prune() must refuse it as well
+        training = None
     before = {k: v.clone() for k, v in model.state_dict().items()}
     notes: list[str] = []
-    context = PruneContext(data=tiny_dataset(arch), note=notes.append)
+    context = PruneContext(data=tiny_dataset(arch), training=training, note=notes.append)
     try:
         out = method.prune(model, settings_for(method_name), context)
     except BadValueError as err:
@@ -53,10 +81,25 @@ def test_method_contract(method_name: str, arch: Arch) -> None:
     x = torch.randn(4, *arch.input_size)
     pruned.eval()
     if method.structured:
-        assert out.mask is None and out.edit is not None
-        assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+        # A structured method may also keep a mask on what it cannot remove (SFP's residual-tied convs): whole
+        # filters of layers that keep their width; the reference then has those filters zeroed as well.
+        assert out.edit is not None
+        smaller = sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+        # an edit that removes nothing (e.g. SSS on a model whose training zeroed no branch) leaves the size
+        assert smaller if (out.edit.drop or out.edit.keep) else pruned.to_arch().same_structure(model.to_arch())
+        source = copy.deepcopy(model)
+        if out.mask:
+            src_params, params = dict(source.named_parameters()), dict(pruned.named_parameters())
+            for name, mask in out.mask.items():
+                assert mask.shape == params[name].shape and torch.all(params[name][mask == 0] == 0)
+                rows = mask.flatten(1)
+                assert torch.all((rows == 0).all(1) | (rows == 1).all(1)), f"{name}: a mask of whole filters"
+                assert mask.shape[0] == src_params[name].shape[0], f"{name}: a masked layer keeps its width"
+                with torch.no_grad():
+                    src_params[name][(rows == 0).all(1)] = 0
+        reference = masked_model(source, out.edit)
         with torch.no_grad():
-            assert torch.allclose(pruned(x), masked_model(model, out.edit)(x), atol=1e-5)
+            assert torch.allclose(pruned(x), reference(x), atol=1e-5)
     else:
         assert out.edit is None and out.mask
         params = dict(pruned.named_parameters())
@@ -75,8 +118,10 @@ def test_every_method_applies_somewhere_and_refuses_somewhere_else_by_capability
     applied = []
     for key, arch in FAMILIES:
         try:
-            get_method(method_name).prune(randomised(arch), settings_for(method_name),
-                                          PruneContext(data=tiny_dataset(arch)))
+            model = randomised(arch)
+            training = trained_like(method_name, model)
+            get_method(method_name).prune(model, settings_for(method_name),
+                                          PruneContext(data=tiny_dataset(arch), training=training))
             applied.append(key)
         except BadValueError:
             pass

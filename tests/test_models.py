@@ -25,7 +25,7 @@ def shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def test_names_cover_the_papers() -> None:
-    expected = {"vgg11", "vgg13", "vgg16", "vgg19", "resnet20", "resnet32", "resnet56", "resnet110",
+    expected = {"vgg11", "vgg13", "vgg16", "vgg19", "resnet8", "resnet20", "resnet32", "resnet56", "resnet110",
                 "preresnet110", "preresnet164", "densenet40", "smallcnn", "lenet5", "lenet300100",
                 "resnet18", "resnet34", "resnet50", "vgg11_bn", "vgg16_bn", "vgg16_imagenet"}
     assert set(list_models()) == expected
@@ -54,7 +54,7 @@ def test_builds_runs_and_round_trips(name: str) -> None:
     assert Arch.from_json(again.to_json()) == again
 
 
-@pytest.mark.parametrize("name", ["vgg16", "smallcnn", "resnet20", "densenet40", "lenet5", "lenet300100"])
+@pytest.mark.parametrize("name", ["vgg16", "smallcnn", "resnet8", "resnet20", "densenet40", "lenet5", "lenet300100"])
 def test_cifar_and_mnist_sizes(name: str) -> None:
     for size in [(1, 28, 28), (3, 32, 32)]:
         model = create_model(name, num_classes=3, input_size=size).eval()

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from prunectl import __version__
-from prunectl.cli import basics, compare, hub, methods, pipeline, zoo
+from prunectl.cli import basics, compare, hub, methods, pipeline, run, zoo
 from prunectl.cli.output import set_debug
 
 app = typer.Typer(
@@ -34,7 +34,7 @@ def _global(
     set_debug(debug)
 
 
-for module in (basics, methods, pipeline, compare, hub, zoo):
+for module in (basics, methods, pipeline, compare, hub, zoo, run):
     module.register(app)
 
 

@@ -11,12 +11,14 @@ from rich.table import Table
 
 from prunectl import engine
 from prunectl.cli.options import (
+    CompileOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
     DownloadOpt,
     JsonOpt,
     OutOpt,
+    PrecisionOpt,
     SeedOpt,
     SetOpt,
     ThreadsOpt,
@@ -58,6 +60,8 @@ def train(
                                                               "epoch K (late rewinding; repeatable).")] = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "fp32",
+    compile_: CompileOpt = False,
     out: OutOpt = None,
     data_dir: DataDirOpt = None,
     download: DownloadOpt = False,
@@ -75,7 +79,8 @@ def train(
     spec = engine.baseline_spec(model, dataset, epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay, momentum=momentum, seed=seed, sparsity=sparsity,
                                 training=training, data_dir=data_dir, **_options(model_option or []))
-    spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))))
+    spec = spec.replace(save_init=save_init, snapshot_epochs=tuple(sorted(set(snapshot_epochs or ()))),
+                        precision=precision, compile=compile_)
     with output.training_progress(f"train {model}") as progress:
         run = engine.train(spec, out=out, data_dir=data_dir, download=download, device=device, progress=progress,
                            note=output.note)
@@ -141,6 +146,8 @@ def _render_info(console: Console, report: dict) -> None:
         console.print(groups)
     if report.get("protocol"):
         console.print(f"training protocol: {report['protocol']['name']} ({report['protocol']['why']})")
+    if report.get("blocks"):
+        console.print(f"residual branches per stage (kept, first kept): {report['blocks']['notation']}")
 
 
 @handle_errors

@@ -9,9 +9,20 @@ import typer
 
 from prunectl import engine
 from prunectl.cli.compare_render import render_table, to_markdown
+from prunectl.cli.executor_options import (
+    ArrayParallelismOpt,
+    CpusPerJobOpt,
+    ExecutorOpt,
+    GpusPerJobOpt,
+    JobsOpt,
+    PartitionOpt,
+    SbatchOpt,
+    TimeLimitOpt,
+    make_executor,
+)
 from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, ThreadsOpt
 from prunectl.cli.output import Output, handle_errors
-from prunectl.core.threads import apply_threads
+from prunectl.core.threads import apply_threads, parse_threads
 from prunectl.engine.compare import METRICS, CompareReport, arm_name, find_runs, parse_gate, report
 from prunectl.engine.lottery import LotterySettings
 from prunectl.engine.lottery import lottery as run_lottery
@@ -50,17 +61,30 @@ def compare(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
+    executor: ExecutorOpt = "serial",
+    jobs: JobsOpt = 2,
+    partition: PartitionOpt = None,
+    gpus_per_job: GpusPerJobOpt = 0,
+    cpus_per_job: CpusPerJobOpt = 1,
+    time_limit: TimeLimitOpt = 24 * 60,
+    array_parallelism: ArrayParallelismOpt = None,
+    sbatch: SbatchOpt = None,
 ) -> None:
     """Tabulate the arms over seeds: mean ± std, Δ to the reference with a 95 % CI; run a recipe's missing runs."""
-    apply_threads(threads)
+    apply_threads(threads)  # this process; with --executor local, --threads is each worker's (default cores / jobs)
     output = Output(as_json or markdown)
     targets = targets or ["quick"]
     _preflight(metric, reference, gate, plot_file)
     if len(targets) == 1 and _is_recipe(targets[0]):
         recipe = engine.load_recipe(targets[0])
+        runner = make_executor(executor, data_dir=data_dir, device=device, note=output.note, jobs=jobs,
+                               threads=parse_threads(threads, "--threads") if threads is not None else None,
+                               partition=partition, gpus_per_job=gpus_per_job,
+                               cpus_per_job=cpus_per_job, time_limit=time_limit,
+                               array_parallelism=array_parallelism, sbatch=sbatch)
         with output.progress_board() as board:
             runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
-                                     note=output.note).arms
+                                     note=output.note, executor=runner).arms
     else:
         runs = find_runs(targets)
     _finish(output, report(runs, metric=metric, reference=reference, gates=gate or ()), plot_file, markdown)

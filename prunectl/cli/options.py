@@ -23,6 +23,10 @@ ThreadsOpt = Annotated[str | None, typer.Option(
     "--threads", metavar="N", help="CPU threads for torch (default: $PRUNECTL_THREADS, else $OMP_NUM_THREADS, else the "
                                    "cores shared among the prunectl processes running; N runs on one machine: "
                                    "cores/N each).")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="fp32, or bf16 autocast (fast on GPUs; parameters stay fp32). Part of the run's spec.")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile", help="torch.compile the model (first steps pay for compilation). Part of the run's spec.")]
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", metavar="KEY=VALUE", help="A method setting (repeatable); VALUE is JSON (0.5, true, [1,2], \"A\"), "
                                        "else taken as a string.")]

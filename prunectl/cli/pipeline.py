@@ -11,7 +11,17 @@ from rich.table import Table
 
 from prunectl import engine
 from prunectl.cli.basics import render_result
-from prunectl.cli.options import DataDirOpt, DeviceOpt, JsonOpt, OutOpt, SetOpt, ThreadsOpt, parse_assignments
+from prunectl.cli.options import (
+    CompileOpt,
+    DataDirOpt,
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    PrecisionOpt,
+    SetOpt,
+    ThreadsOpt,
+    parse_assignments,
+)
 from prunectl.cli.output import Output, handle_errors
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.threads import apply_threads
@@ -115,13 +125,15 @@ def finetune(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "fp32",
+    compile_: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune a pruned run with its inherited weights (mask kept for weight-level)."""
     apply_threads(threads)
     output = Output(as_json)
     pruned = engine.resolve_run(run)
-    spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr)
+    spec = engine.finetune_spec(pruned, epochs=epochs, lr=lr).replace(precision=precision, compile=compile_)
     with output.training_progress("finetune") as progress:
         done = engine.train(spec, out=out, parent=pruned, data_dir=data_dir, device=device, progress=progress)
     result = done.result()
@@ -140,6 +152,8 @@ def scratch(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "fp32",
+    compile_: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a pruned architecture from a random initialisation: scratch-E or scratch-B."""
@@ -148,6 +162,7 @@ def scratch(
     src, parent = engine.resolve_source(source)
     spec = engine.scratch_spec(parent or src, engine.resolve_run(reference), budget=budget, seed=seed,
                                add_finetune_epochs=add_finetune_epochs, method=engine.source_method(source))
+    spec = spec.replace(precision=precision, compile=compile_)
     b = spec.budget
     output.note(f"scratch-{b['budget']}: {b['rule']} epochs (FLOPs {b['flops_reference']:,} / {b['flops_pruned']:,}"
                 f"{', sparse-aware' if b['sparse_flops'] else ''}; lr steps at {spec.schedule.milestone_epochs()})")

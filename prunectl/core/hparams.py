@@ -13,6 +13,7 @@ from prunectl.errors import ArtifactError
 
 INIT_KINDS = ("random", "inherit", "rewind")
 REWIND_POINTS = ("init",)  # or "epoch:K"
+PRECISIONS = ("fp32", "bf16")  # of a run's forward passes (prunectl/training/precision.py)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,10 @@ class TrainSpec(Spec):
     rewind_to: str = helptext("init, or epoch:K (with init=rewind)", default="init")
     density_scaled_init: bool = helptext("scale fresh weights of masked layers by 1/sqrt(density)", default=False)
     budget: Mapping[str, Any] = helptext("how the epochs were computed (scratch-B)", default_factory=dict)
+    # What changes a run's float rounding is part of its spec (at the defaults it is omitted, so ids stay).
+    precision: str = helptext("fp32, or bf16 autocast (parameters, gradients and optimiser state stay fp32)",
+                              default="fp32")
+    compile: bool = helptext("torch.compile the model's forward and backward", default=False)
 
     def __post_init__(self) -> None:
         check(self.training is None or isinstance(self.training, MethodTraining),
@@ -155,6 +160,8 @@ class TrainSpec(Spec):
         check(self.rewind_to == "init" or (self.rewind_to.startswith("epoch:") and self.rewind_to[6:].isdigit()),
               f"rewind point must be 'init' or 'epoch:K', got '{self.rewind_to}'")
         check(not self.density_scaled_init or self.masked, "density-scaled initialisation needs a mask")
+        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        check(isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}")
 
     @property
     def run_name(self) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from prunectl.errors import UnknownNameError
@@ -55,3 +57,15 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def import_package_modules(package: str, path: Iterable[str], skip: Iterable[str] = ()) -> list[str]:
+    """Import every module of a package of ours (found in its own folder, `path` = the package's `__path__`), so
+    that modules which register an entry on import (a method, a model family, a structure provider) need no
+    import line anywhere else: adding the file is adding the entry. Only the package's own files are imported;
+    nothing read from data chooses them. Returns the module names imported, sorted.
+    """
+    names = sorted(m.name for m in pkgutil.iter_modules(list(path)) if m.name not in set(skip))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

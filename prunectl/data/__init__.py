@@ -16,6 +16,7 @@ from prunectl.data.base import (
     DatasetEntry,
     InMemoryDataset,
     ProtocolChoice,
+    Shard,
     register_dataset,
     resolve_data_dir,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetEntry",
     "ImageFolderDataset",
     "InMemoryDataset",
+    "Shard",
     "canonical_dataset",
     "PROTOCOL_NAMES",
     "DataFacts",

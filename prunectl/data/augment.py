@@ -57,13 +57,26 @@ class Augment(Spec):
         gather runs where `images` live. Offset and flip are drawn jointly as one code per image, uniform over a
         table of all (2p+1)² × 2 crop maps, so the whole batch costs a handful of tensor ops and no Python loop.
         """
+        if not (self.pad_crop or self.hflip) and not self.resized_crop:
+            return images
+        return self.apply_codes(images, self.draw_codes(len(images), generator).to(images.device))
+
+    def draw_codes(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """The crop-and-flip codes of `count` images, drawn from `generator` on the CPU (int64, shape (count,)).
+
+        CPU draws are serial, so the codes of one epoch drawn at once equal those drawn batch by batch: a trainer
+        can move a whole epoch's codes to the GPU in one copy instead of one blocking copy per batch."""
         if self.resized_crop:
             raise BadValueError("resized_crop applies to streamed (imagefolder) data, not to in-memory batches")
+        span, flips = 2 * self.pad_crop + 1, 2 if self.hflip else 1
+        return torch.randint(0, span * span * flips, (count,), generator=generator)
+
+    def apply_codes(self, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Crop and flip a uint8 batch by the `draw_codes` codes of its images (on the images' device)."""
         if not (self.pad_crop or self.hflip):
             return images
         b, c, h, w = images.shape
         span, flips = 2 * self.pad_crop + 1, 2 if self.hflip else 1
-        codes = torch.randint(0, span * span * flips, (b,), generator=generator).to(images.device)
         if span * span * flips * h * w <= _TABLE_LIMIT:
             rows = _crop_table(h, w, self.pad_crop, self.hflip, str(images.device)).index_select(0, codes)
         else:

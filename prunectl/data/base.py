@@ -30,6 +30,35 @@ class Batches(Protocol):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every batch when one run trains on `world` processes (torch.distributed ranks).
+
+    Every rank draws the same seeded permutation and augmentation; of each global batch (the spec's batch size)
+    rank r keeps the images r, r + world, r + 2·world, ... (as `DistributedSampler` takes `perm[rank::world]`).
+    So the union of the ranks' step-k batches is exactly the one-process step-k batch, augmentation included.
+    `even` (training) cuts the last global batch to a multiple of `world`, so every rank takes equally many
+    images per step (at most world − 1 images of an epoch are left out); evaluation keeps them all.
+    """
+
+    rank: int = 0
+    world: int = 1
+    even: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world:
+            raise BadValueError(f"shard rank must be in [0, {self.world}), got {self.rank}")
+
+    def take(self, start: int, stop: int) -> slice:
+        """The positions of global batch [start, stop) that this rank keeps."""
+        if self.even and self.world > 1:
+            stop = start + (stop - start) // self.world * self.world
+        return slice(start + self.rank, stop, self.world)
+
+
+WHOLE = Shard()
+
+
 class Dataset(abc.ABC):
     """A classification dataset with a train and a test split, its normalisation and its training augmentation.
 
@@ -68,8 +97,9 @@ class Dataset(abc.ABC):
 
     @abc.abstractmethod
     def batches(self, split: str, batch_size: int, *, shuffle: bool, augment: bool, seed: int,
-                device: torch.device | str = "cpu") -> Batches:
-        """Normalised batches of one split; order and augmentation are a pure function of `seed`."""
+                device: torch.device | str = "cpu", shard: Shard = WHOLE) -> Batches:
+        """Normalised batches of one split; order and augmentation are a pure function of `seed`. With a
+        `shard`, `batch_size` is the global batch and each batch holds this rank's part of it (`Shard`)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready facts for spec and result files."""
@@ -161,15 +191,19 @@ class InMemoryDataset(Dataset):
         return len(self._splits[split][1])
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool, augment: bool, seed: int,
-                device: torch.device | str = "cpu") -> TensorBatches:
+                device: torch.device | str = "cpu", shard: Shard = WHOLE) -> TensorBatches:
         check_split(split, batch_size)
         return TensorBatches(self, split, batch_size, shuffle=shuffle, augment=augment, seed=seed,
-                             device=canonical_device(device))
+                             device=canonical_device(device), shard=shard)
 
 
 @dataclass(frozen=True)
 class TensorBatches:
-    """One epoch of an `InMemoryDataset`; iterating again replays exactly the same batches."""
+    """One epoch of an `InMemoryDataset`; iterating again replays exactly the same batches.
+
+    The order and every crop-and-flip code of the epoch are drawn up front on the CPU and moved to the device
+    once, so iterating issues no host-device copy (and no synchronisation) per batch.
+    """
 
     dataset: InMemoryDataset
     split: str
@@ -178,9 +212,14 @@ class TensorBatches:
     augment: bool
     seed: int
     device: torch.device
+    shard: Shard = WHOLE
 
     def __len__(self) -> int:
-        return math.ceil(self.dataset.num_examples(self.split) / self.batch_size)
+        n, bs = self.dataset.num_examples(self.split), self.batch_size
+        steps = math.ceil(n / bs)
+        if self.shard.even and steps and len(range(*self.shard.take((steps - 1) * bs, n).indices(n))) == 0:
+            steps -= 1  # the last global batch is smaller than the world: no rank gets an image of it
+        return steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         images, labels = self.dataset.tensors(self.split, self.device)
@@ -188,14 +227,16 @@ class TensorBatches:
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(n, generator=generator).to(self.device) if self.shuffle else None
         augment = self.augment and not self.dataset.augment.is_identity
-        for start in range(0, n, bs):
-            if order is None:
-                x, y = images[start:start + bs], labels[start:start + bs]
+        codes = self.dataset.augment.draw_codes(n, generator).to(self.device) if augment else None
+        for step in range(len(self)):
+            part = self.shard.take(step * bs, min(n, (step + 1) * bs))
+            if order is None and self.shard.world == 1:
+                x, y = images[part], labels[part]
             else:
-                index = order[start:start + bs]
+                index = order[part] if order is not None else torch.arange(n, device=self.device)[part]
                 x, y = images.index_select(0, index), labels.index_select(0, index)
-            if augment:
-                x = self.dataset.augment.apply(x, generator)
+            if codes is not None:
+                x = self.dataset.augment.apply_codes(x, codes[part])
             yield self.dataset.normalise(x), y
 
 

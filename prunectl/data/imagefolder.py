@@ -21,8 +21,10 @@ from torchvision.datasets.folder import default_loader
 from prunectl.data.augment import Augment, resized_crop_box
 from prunectl.data.base import (
     SMALL_IMAGE_MAX,
+    WHOLE,
     Dataset,
     ProtocolChoice,
+    Shard,
     canonical_device,
     channel_stats,
     check_split,
@@ -129,9 +131,9 @@ class ImageFolderDataset(Dataset):
         return self._samples[split]
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool, augment: bool, seed: int,
-                device: torch.device | str = "cpu") -> FolderBatches:
+                device: torch.device | str = "cpu", shard: Shard = WHOLE) -> FolderBatches:
         check_split(split, batch_size)
-        return FolderBatches(self, split, batch_size, shuffle, augment, seed, canonical_device(device))
+        return FolderBatches(self, split, batch_size, shuffle, augment, seed, canonical_device(device), shard)
 
 
 def _scan(root: Path, sub: str) -> tuple[list[Sample], list[str]]:
@@ -146,19 +148,29 @@ def _scan(root: Path, sub: str) -> tuple[list[Sample], list[str]]:
 
 
 class _SeededSampler(Sampler[tuple[int, int]]):
-    """Yields (index, per-image seed), both drawn from one generator seeded with the epoch's seed."""
+    """Yields (index, per-image seed), both drawn from one generator seeded with the epoch's seed; with a
+    `shard`, only this rank's part of each global batch of `batch_size` (`Shard`), so a rank decodes only its
+    own images and each image gets the seed it has in a one-process run."""
 
-    def __init__(self, count: int, shuffle: bool, seed: int) -> None:
-        self.count, self.shuffle, self.seed = count, shuffle, seed
+    def __init__(self, count: int, shuffle: bool, seed: int, batch_size: int = 1, shard: Shard = WHOLE) -> None:
+        self.count, self.shuffle, self.seed, self.batch_size, self.shard = count, shuffle, seed, batch_size, shard
+
+    def _positions(self) -> list[int]:
+        if self.shard.world == 1:
+            return list(range(self.count))
+        bs = self.batch_size
+        return [i for start in range(0, self.count, bs)
+                for i in range(*self.shard.take(start, min(self.count, start + bs)).indices(self.count))]
 
     def __len__(self) -> int:
-        return self.count
+        return len(self._positions())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(self.count, generator=generator) if self.shuffle else torch.arange(self.count)
         seeds = torch.randint(0, 2**62, (self.count,), generator=generator)
-        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+        pairs = list(zip(order.tolist(), seeds.tolist(), strict=True))
+        return iter([pairs[i] for i in self._positions()])
 
 
 def _native_shape(samples: list[Sample]) -> tuple[int, int]:
@@ -221,17 +233,24 @@ class FolderBatches:
     augment: bool
     seed: int
     device: torch.device
+    shard: Shard = WHOLE
 
     def __len__(self) -> int:
-        return math.ceil(self.dataset.num_examples(self.split) / self.batch_size)
+        if self.shard.world == 1:
+            return math.ceil(self.dataset.num_examples(self.split) / self.batch_size)
+        return math.ceil(len(self._sampler()) / (self.batch_size // self.shard.world))
+
+    def _sampler(self) -> _SeededSampler:
+        return _SeededSampler(self.dataset.num_examples(self.split), self.shuffle, self.seed, self.batch_size,
+                              self.shard)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         ds = self.dataset
         images = _Images(ds.samples(self.split), ds.augment if self.augment else None, ds.size, ds.resize, ds.mode)
         loader = DataLoader(
             images,
-            batch_size=self.batch_size,
-            sampler=_SeededSampler(len(images), self.shuffle, self.seed),
+            batch_size=self.batch_size // self.shard.world,
+            sampler=self._sampler(),
             num_workers=ds.num_workers,
             pin_memory=self.device.type == "cuda",
             # The loader draws its workers' base seed from this generator, not from torch's global RNG.

@@ -12,6 +12,7 @@ from prunectl.data.base import SMALL_IMAGE_MAX
 from prunectl.engine import zoo
 from prunectl.engine.protocols import choose_protocol, protocol_of
 from prunectl.errors import ArtifactError, BadValueError
+from prunectl.methods.sss import layout_notation, stage_layout
 from prunectl.models import MODELS, Arch, ArchModel, build_model, default_arch
 from prunectl.models.external import PREFIXES, is_external
 from prunectl.runs.store import Run, open_run
@@ -126,6 +127,7 @@ def info(target: str, dataset: str | None = None) -> dict[str, Any]:
         "dense_flops": counts.dense_flops,
         "flops_unit": FLOPS_LABEL,
         "protocol": protocol_info(target, dataset, run_path),
+        "blocks": residual_blocks(model),
         "layers": [
             {"name": r.name, "type": r.kind, "shape": r.shape, "params": r.params, "flops": r.flops,
              "density": r.density}
@@ -152,3 +154,13 @@ def library_models(pattern: str = "*") -> list[str]:
     libraries = ["torchvision"] + (["timm"] if importlib.util.find_spec("timm") else [])
     return [f"{lib}:{n}" for lib in libraries for n in registry_names(lib)
             if fnmatch.fnmatch(f"{lib}:{n}", pattern) or fnmatch.fnmatch(n, pattern)]
+
+
+def residual_blocks(model: ArchModel) -> dict[str, Any] | None:
+    """Residual branches per stage, in the notation of the SSS models (docs/architectures.md): per stage (blocks
+    whose branch remains, whether the first block keeps its branch), from the structure layer's block groups;
+    None for a family without removable blocks."""
+    layout = stage_layout(model)
+    if layout is None:
+        return None
+    return {"stages": [s.to_dict() for s in layout], "notation": layout_notation(layout)}

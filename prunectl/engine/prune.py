@@ -16,7 +16,7 @@ from prunectl.core.spec import Spec, register_spec, settings_from
 from prunectl.data import load_dataset, verify_dataset
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods import PruneContext, get_method
-from prunectl.runs.store import Run, prepare_run, write_lineage
+from prunectl.runs.store import Run, prepare_run, run_location, write_lineage
 from prunectl.training.trainer import evaluate, resolve_device
 
 
@@ -63,10 +63,9 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
         raise BadValueError(f"the prune spec is for run {spec.parent}, not {baseline.id}")
     verify_dataset(spec.dataset, base_spec.data_fingerprint, run=baseline.path.name,
                    consequence="the run being pruned was trained on other data")
-    run = prepare_run(spec, "prune", out)
-    if run.is_done():
-        return run
-    write_lineage(run, baseline)
+    stored = Run(run_location(spec, "prune", out))
+    if stored.is_done() and stored.id == spec.spec_hash():
+        return stored
     notes: list[str] = []
 
     def remember(message: str) -> None:
@@ -78,8 +77,10 @@ def prune(baseline: Run, spec: PruneSpec, *, out: str | Path | None = None, data
     model = baseline.model()
     prior = baseline.mask()
     context = PruneContext(data=data, training=base_spec.training, mask=prior, note=remember)
-    outcome = method.prune(model, spec.method_settings(), context)
+    outcome = method.prune(model, spec.method_settings(), context)  # a refusal leaves nothing written
     pruned = outcome.model
+    run = prepare_run(spec, "prune", out)  # only now: a method that refuses the run leaves nothing written
+    write_lineage(run, baseline)
     write_json(run.file(paths.ARCH), pruned.to_arch().to_dict())
     save_tensors(run.file(paths.MODEL), pruned.state_dict())
     if outcome.mask is not None:

@@ -11,18 +11,21 @@ from typing import Any
 from prunectl import paths
 from prunectl.core.hparams import MethodTraining, TrainSpec
 from prunectl.core.spec import Spec, check, settings_from
-from prunectl.engine.arms import Arm, arm_named, recipe_arms
-from prunectl.engine.derive import finetune_spec, scratch_spec
-from prunectl.engine.lottery import LotterySettings, lottery
-from prunectl.engine.prune import prune, prune_spec
-from prunectl.engine.train import baseline_spec, method_training, train
+from prunectl.engine.arms import arm_named, recipe_arms
+from prunectl.engine.executors.serial import SerialExecutor
+from prunectl.engine.train import baseline_spec, method_training
+from prunectl.engine.waves import Executor, run_waves
 from prunectl.errors import ArtifactError, BadValueError, UnknownNameError
 from prunectl.methods import get_method
 from prunectl.runs.store import Run
 from prunectl.training.trainer import Progress
 
-# `sparsity` is short for [baseline.training] method = "slimming", sparsity = S.
-BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity", "training")
+# `sparsity` is short for [baseline.training] method = "slimming", sparsity = S. The optimiser and schedule keys
+# after it override the protocol's (e.g. Soft Filter Pruning's Nesterov momentum and lr 0.01 for one epoch).
+OPTIM_KEYS = ("nesterov",)
+SCHEDULE_KEYS = ("milestones", "gamma", "warmup_epochs", "warmup_lr")
+BASELINE_KEYS = ("epochs", "lr", "batch_size", "weight_decay", "momentum", "sparsity", "training", *OPTIM_KEYS,
+                 *SCHEDULE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class Recipe(Spec):
         [prune]               # the method and its settings
         method = "l1-norm"
         ratio = 0.5
-        [finetune]            # epochs, lr (default: the protocol's fine-tuning)
+        [finetune]            # epochs, lr (default: the protocol's fine-tuning); epochs = 0: the pruned
+                              # model itself is the fine-tuned arm (Soft Filter Pruning's hard-pruned model)
         [scratch]             # add_finetune_epochs = true adds the fine-tune epochs to the budget
 
     A lottery recipe has a `[lottery]` table (LotterySettings: rate, rounds, structure, rewind, ...) instead of
@@ -96,9 +100,20 @@ class Recipe(Spec):
 
     def baseline_spec(self, seed: int, data_dir: str | Path | None = None) -> TrainSpec:
         """The spec of this recipe's baseline for one seed: the protocol with [baseline]'s overrides."""
-        overrides = {k: v for k, v in self.baseline.items() if k != "training"}
-        return baseline_spec(self.model, self.dataset, seed=seed, data_dir=data_dir, **overrides,
+        extra = ("training", *OPTIM_KEYS, *SCHEDULE_KEYS)
+        overrides = {k: v for k, v in self.baseline.items() if k not in extra}
+        spec = baseline_spec(self.model, self.dataset, seed=seed, data_dir=data_dir, **overrides,
                              training=self.baseline_training(), **dict(self.model_options))
+        optim = {k: v for k, v in self.baseline.items() if k in OPTIM_KEYS}
+        schedule = {k: tuple(v) if k == "milestones" else v for k, v in self.baseline.items() if k in SCHEDULE_KEYS}
+        if optim or schedule:  # defaults are omitted from the spec's JSON: recipes without them keep their ids
+            spec = spec.replace(optim=spec.optim.replace(**optim), schedule=spec.schedule.replace(**schedule))
+        return spec
+
+    def finetunes_zero_epochs(self) -> bool:
+        """`[finetune] epochs = 0`: the fine-tuned arm is the pruned model as it is (no training run)."""
+        epochs = self.finetune.get("epochs")
+        return isinstance(epochs, int) and not isinstance(epochs, bool) and epochs == 0
 
     def method_settings(self) -> Spec:
         """The [prune] table (all but `method`) as the method's settings, validated by its dataclass."""
@@ -142,46 +157,14 @@ class RecipeRuns:
 
 def run_recipe(recipe: Recipe, *, data_dir: str | Path | None = None, device: str | None = None,
                progress: Callable[[str], Callable[[Progress], None] | None] | None = None,
-               note: Callable[[str], None] = lambda message: None) -> RecipeRuns:
+               note: Callable[[str], None] = lambda message: None, executor: Executor | None = None) -> RecipeRuns:
     """Run whatever is missing (finished runs come back from the run store at once).
 
     Per seed: baseline → prune → fine-tune, and the pruned architecture re-initialised and trained for the
     baseline's epochs (scratch-E) and FLOPs budget (scratch-B). `progress(label)` gives a trainer callback.
+    `executor` runs each dependency wave (baselines, prunes, arms; engine/waves.py); the default runs
+    everything in this process, one seed after the other.
     """
-    out = RecipeRuns()
-    lottery_settings = LotterySettings.from_dict(recipe.lottery) if recipe.lottery else None
-    for seed in recipe.seeds:
-        def bar(label: str, seed: int = seed) -> Callable[[Progress], None] | None:
-            return progress(f"seed {seed} {label}") if progress else None
-
-        spec = recipe.baseline_spec(seed, data_dir)
-        if lottery_settings is not None:
-            spec = spec.replace(save_init=True, snapshot_epochs=lottery_settings.snapshot_epochs())
-        base = train(spec, data_dir=data_dir, device=device, progress=bar("baseline"))
-        out.baselines.append(base)
-        if lottery_settings is not None:
-            runs = lottery(base, lottery_settings, data_dir=data_dir, device=device, progress=bar, note=note)
-            out.pruned.extend(r.pruned for r in runs.rounds)
-            out.arms.extend(runs.arm_runs())
-            continue
-        pruned = prune(base, prune_spec(base, recipe.prune["method"], recipe.method_settings()), data_dir=data_dir,
-                       device=device, note=note)
-        out.pruned.append(pruned)
-        for arm in recipe_arms("prune"):
-            if arm.label in recipe.arms:
-                spec = _arm_spec(arm, recipe, base, pruned)
-                out.arms.append(train(spec, parent=pruned, data_dir=data_dir, device=device,
-                                      progress=bar(_BAR_LABELS.get(arm.label, arm.label))))
-    return out
-
-
-_BAR_LABELS = {"fine-tuned": "fine-tune"}
-
-
-def _arm_spec(arm: Arm, recipe: Recipe, baseline: Run, pruned: Run) -> TrainSpec:
-    """The spec of one arm of a prune recipe, by the arm's `derive` (see `prunectl.engine.arms.Arm`)."""
-    if arm.derive == "finetune":
-        return finetune_spec(pruned, **dict(recipe.finetune))
-    if arm.derive == "scratch":
-        return scratch_spec(pruned, baseline, budget=str(arm.budget), **dict(recipe.scratch))
-    raise ArtifactError(f"recipe '{recipe.name}': no way to derive arm {arm.label} ({arm.derive})")
+    if executor is None:
+        executor = SerialExecutor(data_dir=data_dir, device=device, progress=progress, note=note)
+    return run_waves(recipe, executor, RecipeRuns(), data_dir=data_dir, device=device, progress=progress, note=note)

@@ -21,8 +21,9 @@ from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods import get_method
 from prunectl.models import ArchModel, build_model, default_arch
 from prunectl.runs.store import Run, load_weights, prepare_run, record_protocol, run_location, write_lineage
+from prunectl.training import distributed
 from prunectl.training.hooks import KeepMasks, TrainingBehaviour
-from prunectl.training.trainer import Progress, Trainer
+from prunectl.training.trainer import Progress, Trainer, resolve_device
 
 
 def baseline_spec(model: str, dataset: str, *, epochs: int | None = None, lr: float | None = None,
@@ -107,31 +108,54 @@ def train(spec: TrainSpec, *, out: str | Path | None = None, parent: Run | None 
     baseline whose saved weights a lottery ticket rewinds to. A user dataset is checked against the spec's
     fingerprint first, for a stored run too: a changed file is an error, not a silently reused run. `note`
     hears, once everything is checked and just before training starts, which protocol the data follows and why.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this with the same spec: they join one process group,
+    each trains its shard of every global batch (the spec's batch size, which must divide over the processes),
+    and only rank 0 writes (prunectl/training/distributed.py); every rank returns the finished run.
     """
-    if spec.training is not None:  # a bad method or setting fails before anything is written
-        _training_settings(spec.training.method, spec.training.settings)
+    world = distributed.world_from_env()
+    distributed.check_batch(spec.optim.batch_size, world)  # one-line error before anything is written
+    if spec.training is not None:  # a bad method or setting, or a model it cannot act on, fails before anything is written
+        with torch.device("meta"):  # the network's structure only: no memory, no random numbers drawn
+            behaviours_for(spec, build_model(spec.arch))
+    resolved = resolve_device(distributed.rank_device(world, device))
+    distributed.join(world, resolved)
     _verify_data(spec, out)
-    run = prepare_run(spec, spec.stage, out)
-    if run.is_done():
+    done = world.on_main(lambda: prepare_run(spec, spec.stage, out).is_done())
+    run = Run(run_location(spec, spec.stage, out))
+    if done:
         return run
     data = data or load_dataset(spec.dataset, data_dir=data_dir, download=download)
     if data.protocol is not None:
-        record_protocol(run, data.protocol.to_dict())
+        protocol = data.protocol.to_dict()
+        world.on_main(lambda: record_protocol(run, protocol))
     _check_fits(spec, data)
     model, masks = _initial_model(spec, parent, rewind_source)
+    world.on_main(lambda: _write_inputs(run, model, parent, masks))
+    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, behaviours_for(spec, model, masks),
+                      device=resolved, augment=spec.augment, save_init=spec.save_init,
+                      snapshot_epochs=spec.snapshot_epochs, progress=progress if world.is_main else None,
+                      precision=spec.precision, compile=spec.compile, world=world)
+    if note is not None and world.is_main:
+        if data.protocol is not None:
+            note(f"protocol: {data.protocol.name} ({data.protocol.why})")
+        if spec.precision == "bf16" and resolved.type == "cpu":
+            note("bf16 on CPU: autocast runs; it is faster than fp32 only on CPUs with AVX512-BF16 or AMX")
+        if world.distributed:
+            note(f"{world.size} processes ({'NCCL' if resolved.type == 'cuda' else 'gloo'}), "
+                 f"{spec.optim.batch_size // world.size} images each per step of {spec.optim.batch_size}")
+    summary = trainer.fit()
+    world.on_main(lambda: finish(run, model, summary, spec, masks, processes=world.size))
+    return run
+
+
+def _write_inputs(run: Run, model: ArchModel, parent: Run | None, masks: dict[str, torch.Tensor] | None) -> None:
+    """What a run records before its first step: its lineage, architecture and kept mask."""
     if parent is not None:
         write_lineage(run, parent)
     write_json(run.file(paths.ARCH), model.to_arch().to_dict())
     if masks is not None:
         save_tensors(run.file(paths.MASK), masks)
-    trainer = Trainer(model, data, spec.optim, spec.schedule, spec.seed, run.path, behaviours_for(spec, model, masks),
-                      device=device, augment=spec.augment, save_init=spec.save_init,
-                      snapshot_epochs=spec.snapshot_epochs, progress=progress)
-    if note is not None and data.protocol is not None:
-        note(f"protocol: {data.protocol.name} ({data.protocol.why})")
-    summary = trainer.fit()
-    finish(run, model, summary, spec, masks)
-    return run
 
 
 def _verify_data(spec: TrainSpec, out: str | Path | None) -> None:
@@ -146,13 +170,14 @@ def _verify_data(spec: TrainSpec, out: str | Path | None) -> None:
 
 
 def finish(run: Run, model: ArchModel, summary: dict[str, Any], spec: TrainSpec,
-           masks: dict[str, torch.Tensor] | None) -> None:
-    """Write the final weights and result.json, then drop the checkpoint (result.json marks the run done)."""
+           masks: dict[str, torch.Tensor] | None, *, processes: int = 1) -> None:
+    """Write the final weights and result.json, then drop the checkpoint (result.json marks the run done).
+    `processes`: how many torchrun processes trained it (not part of the spec: the result is the same run)."""
     save_tensors(run.file(paths.MODEL), model.state_dict())
     counts = count(model, model.input_size, masks)
     result = {**summary, **counts.as_dict(), "seed": spec.seed, "stage": spec.stage, "dataset": spec.dataset,
               "arch": model.to_arch().name, "id": run.id, "parent": spec.parent, "arm": _arm_label(spec.stage),
-              "level": _level(run, masks), "threads": torch.get_num_threads()}
+              "level": _level(run, masks), "threads": torch.get_num_threads(), "processes": processes}
     write_json(run.file(paths.RESULT), result)
     run.file(paths.CHECKPOINT).unlink(missing_ok=True)
 

@@ -1,7 +1,6 @@
 """Pruning methods: `get_method(name)`, `list_methods()`; each method's settings are its own dataclass."""
 
-# Importing the method modules registers them.
-from prunectl.methods import l1norm, slimming, weight  # noqa: E402,F401,I001
+from prunectl.core.registry import import_package_modules
 from prunectl.methods.base import (
     METHODS,
     Method,
@@ -13,6 +12,9 @@ from prunectl.methods.base import (
     method_facts,
     register_method,
 )
+
+# Every module of this package is imported, and so registers its method: a new method is one new file here.
+import_package_modules(__name__, __path__, skip=("base",))
 
 __all__ = ["METHODS", "Method", "MethodFacts", "PruneContext", "PruneOutcome", "get_method", "list_methods",
            "method_facts", "register_method"]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from prunectl.core.registry import import_package_modules
 from prunectl.errors import BadValueError
-
-# Importing the family modules registers them.
-from prunectl.models import cifar_resnet, cifar_vgg, densenet, external, imagenet, preresnet, small  # noqa: E402,F401,I001
 from prunectl.models.base import FAMILIES, MODELS, Arch, ArchModel, register_family, register_model
+
+# Every module of this package is imported, and so registers its families and models: a new family is one file.
+import_package_modules(__name__, __path__, skip=("base", "layers"))
+from prunectl.models import external  # noqa: E402  (torchvision:/timm: names in default_arch)
 
 __all__ = [
     "Arch",

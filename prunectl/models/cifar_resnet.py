@@ -183,11 +183,13 @@ class CifarResNet(ArchModel):
 
 def cifar_resnet_arch(depth: int, num_classes: int = 10, input_size: tuple[int, int, int] = (3, 32, 32),
                       mid_widths: Sequence[Sequence[int]] | None = None, shortcut: str = "avgpool",
-                      name: str | None = None) -> Arch:
-    """The Arch of a CIFAR ResNet of `depth`, unpruned unless `mid_widths` is given."""
+                      name: str | None = None, stage_widths: Sequence[int] = (16, 32, 64)) -> Arch:
+    """The Arch of a CIFAR ResNet of `depth`, unpruned unless `mid_widths` is given; `stage_widths` other than
+    the papers' 16/32/64 make a narrower or wider member (the quick recipes' small nets)."""
     n = (depth - 2) // 6
-    mids = [[w] * n for w in (16, 32, 64)] if mid_widths is None else [list(s) for s in mid_widths]
-    config = {"depth": depth, "stage_widths": [16, 32, 64], "mid_widths": mids, "shortcut": shortcut}
+    widths = [int(w) for w in stage_widths]
+    mids = [[w] * n for w in widths] if mid_widths is None else [list(s) for s in mid_widths]
+    config = {"depth": depth, "stage_widths": widths, "mid_widths": mids, "shortcut": shortcut}
     return Arch(CifarResNet.family, config, num_classes, input_size, name=name)
 
 
@@ -195,13 +197,17 @@ def _register(depth: int) -> None:
     name = f"resnet{depth}"
 
     def factory(num_classes: int = 10, input_size: tuple[int, int, int] = (3, 32, 32), shortcut: str = "avgpool",
-                mid_widths: Sequence[Sequence[int]] | None = None) -> Arch:
-        return cifar_resnet_arch(depth, num_classes, input_size, mid_widths, shortcut, name=name)
+                mid_widths: Sequence[Sequence[int]] | None = None,
+                stage_widths: Sequence[int] = (16, 32, 64)) -> Arch:
+        return cifar_resnet_arch(depth, num_classes, input_size, mid_widths, shortcut, name=name,
+                                 stage_widths=stage_widths)
 
     factory.__name__ = name
     factory.__doc__ = f"CIFAR ResNet-{depth}; shortcut 'avgpool' (L1-norm seed) or 'subsample' (SFP)."
     register_model(name)(factory)
 
 
-for _depth in (20, 32, 56, 110):
+# resnet8 (n = 1, one block per stage) is no paper's network: it is the small residual net of the quick
+# recipes (quick-sfp, quick-sss) on mnist5k; pass input_size=(1, 28, 28) for it.
+for _depth in (8, 20, 32, 56, 110):
     _register(_depth)

@@ -7,8 +7,7 @@ asks `require(model, capability, method=...)` whether a model offers what it nee
 equals `masked_model(model, edit)`.
 """
 
-# Importing the provider modules registers them.
-from prunectl.structure import plain, resnet, selected, traced  # noqa: F401,I001
+from prunectl.core.registry import import_package_modules
 from prunectl.structure.capabilities import (
     CAPABILITIES,
     Capability,
@@ -29,6 +28,9 @@ from prunectl.structure.provider import (
     register_provider,
 )
 from prunectl.structure.scores import bn_scales, filter_l1_norms, top_indices
+
+# Every module of this package is imported, and so registers its family providers (plain, resnet, selected, ...).
+import_package_modules(__name__, __path__)
 
 __all__ = [
     "CAPABILITIES",

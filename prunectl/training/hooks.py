@@ -53,6 +53,10 @@ class TrainingBehaviour:
     resumed run is bit-identical to an uninterrupted one. Keep everything else a pure function of the settings
     and of the epoch.
 
+    Under torchrun on GPUs the model's BatchNorm layers are SyncBatchNorm while it trains, which is not a
+    BatchNorm2d subclass: match BatchNorm as `nn.modules.batchnorm._BatchNorm`. Gradients in `after_backward` are
+    already averaged over the ranks, and every rank calls every hook, so the replicas stay identical.
+
     Example: an L2 pull of every BatchNorm shift towards zero, with the shifts in a group without weight decay::
 
         class ShiftPull(TrainingBehaviour):
@@ -60,12 +64,12 @@ class TrainingBehaviour:
                 self.strength = strength
 
             def param_groups(self, model):
-                shifts = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+                shifts = [m.bias for m in model.modules() if isinstance(m, _BatchNorm)]
                 return [ParamGroup(shifts, name="bn-shifts", weight_decay=0.0)]
 
             def after_backward(self, model):
                 for m in model.modules():
-                    if isinstance(m, nn.BatchNorm2d):
+                    if isinstance(m, _BatchNorm):
                         m.bias.grad.add_(m.bias.detach(), alpha=self.strength)
 
     A method then declares it (prunectl/methods/base.py)::

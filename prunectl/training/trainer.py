@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -18,8 +19,11 @@ from prunectl import paths
 from prunectl.core.hparams import OptimSpec, ScheduleSpec
 from prunectl.core.io import load_tensors, save_tensors, tensors_metadata, write_text
 from prunectl.core.validate import check_checkpoint, check_finite
-from prunectl.data import Dataset
+from prunectl.data import Dataset, Shard
 from prunectl.errors import ArtifactError, BadValueError
+from prunectl.training import distributed
+from prunectl.training import precision as precision_module
+from prunectl.training.distributed import SINGLE, World
 from prunectl.training.hooks import TrainingBehaviour
 
 
@@ -62,16 +66,25 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Top-1 accuracy (%) and mean cross-entropy on the test split."""
+def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device, *, world: World = SINGLE,
+             autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy on the test split (on many ranks: each its shard, then summed).
+
+    Sums stay on the device until the end: one host synchronisation per evaluation, not one per batch."""
     model.eval()
-    correct, loss_sum, n = 0, 0.0, 0
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, images
+    shard = world.shard(even=False) if world.distributed else Shard()
     with torch.no_grad():
-        for x, y in data.batches("test", batch_size, shuffle=False, augment=False, seed=0, device=device):
-            logits = model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
+        for x, y in data.batches("test", batch_size * world.size, shuffle=False, augment=False, seed=0,
+                                 device=device, shard=shard):
+            if len(y) == 0:
+                continue
+            with (autocast or contextlib.nullcontext)():
+                logits = model(x)
+            totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += len(y)
+    loss_sum, correct, n = world.all_sum(totals).tolist()
     return {"test_acc": 100.0 * correct / n, "test_loss": loss_sum / n}
 
 
@@ -110,6 +123,12 @@ class Trainer:
     `init.safetensors` (lottery tickets); `snapshot_epochs` writes the weights after these epochs (late
     rewinding); `progress` is called with a `Progress` after every batch and epoch.
 
+    Speed and scale (prunectl/training/precision.py, distributed.py): `precision` "bf16" runs the forward pass
+    under bf16 autocast (parameters, gradients and what behaviours see stay fp32), `compile` wraps the model in
+    `torch.compile`. With a distributed `world` (torchrun), each rank trains its shard of every global batch in
+    a DistributedDataParallel replica (SyncBatchNorm on CUDA, reverted when `fit` returns), evaluation is
+    sharded and summed, and only rank 0 writes.
+
     >>> trainer = Trainer(model, data, OptimSpec(), ScheduleSpec(epochs=2), seed=0, run_dir=path)  # doctest: +SKIP
     >>> summary = trainer.fit()                                                                      # doctest: +SKIP
     """
@@ -118,21 +137,42 @@ class Trainer:
                  run_dir: Path, behaviours: Sequence[TrainingBehaviour] = (), *,
                  device: str | torch.device | None = None, augment: bool = True, save_init: bool = False,
                  snapshot_epochs: Sequence[int] = (), progress: Callable[[Progress], None] | None = None,
-                 eval_batch_size: int = 256) -> None:
+                 eval_batch_size: int = 256, precision: str = "fp32", compile: bool = False,
+                 world: World = SINGLE) -> None:
         self.device = resolve_device(str(device) if device is not None else None)
+        self.world = world
+        distributed.check_batch(optim.batch_size, world)
         self.model = model.to(self.device)
         if any(isinstance(m, nn.Conv2d) for m in self.model.modules()):
             # oneDNN and cuDNN run small convs markedly faster in NHWC (smallcnn on 2 CPU cores: 30 → 18 ms/step);
             # only the in-memory layout changes: saved weights are contiguous, values are the same.
             self.model.to(memory_format=torch.channels_last)
+        self.sync_bn = world.distributed and self.device.type == "cuda"  # SyncBN refuses CPU tensors
+        if self.sync_bn:
+            distributed.to_sync_batchnorm(self.model)
         self.data, self.optim_spec, self.schedule, self.seed = data, optim, schedule, seed
         self.run_dir, self.augment, self.eval_batch_size = run_dir, augment, eval_batch_size
         self.behaviours = list(behaviours)
         self.save_init, self.snapshot_epochs, self.progress = save_init, tuple(snapshot_epochs), progress
         self.optimizer = build_optimizer(self.model, optim, self.behaviours)
+        self.autocast = precision_module.autocast(precision, self.device)
+        step_model: nn.Module = self.model
+        if world.distributed:
+            distributed.join(world, self.device)
+            step_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.step_model = precision_module.compiled(step_model, compile)
+        self.eval_model = precision_module.compiled(self.model, compile)
 
     # -- public -----------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        try:
+            return self._fit()
+        finally:
+            if self.sync_bn:  # what the caller saves or prunes next is a plain model
+                distributed.revert_sync_batchnorm(self.model)
+
+    def _fit(self) -> dict[str, Any]:
         state = self._resume_or_start()
         for epoch in range(state.epoch, self.schedule.epochs):
             start = time.perf_counter()
@@ -140,16 +180,20 @@ class Trainer:
             train_metrics["train_seconds"] = round(time.perf_counter() - start, 4)
             for behaviour in self.behaviours:
                 behaviour.on_epoch_end(self.model, epoch, self.schedule.epochs)
+            if self.world.distributed:
+                distributed.broadcast_buffers(self.model)  # one set of BN statistics to evaluate and save
             metrics = {"epoch": epoch + 1, "lr": self.schedule.lr_at(epoch, self.optim_spec.lr), **train_metrics,
-                       **evaluate(self.model, self.data, self.eval_batch_size, self.device)}
+                       **evaluate(self.eval_model, self.data, self.eval_batch_size, self.device, world=self.world,
+                                  autocast=self.autocast)}
             check_finite(metrics, epoch + 1, self.run_dir)  # a diverged run stops here; its last checkpoint is kept
             state.wall_seconds += time.perf_counter() - start
             metrics["wall_seconds"] = round(state.wall_seconds, 3)
             state.history.append(metrics)
             state.epoch = epoch + 1
-            if state.epoch in self.snapshot_epochs:
-                save_tensors(self.run_dir / paths.rewind_weights(state.epoch), self.model.state_dict())
-            self._save_checkpoint(state)
+            if self.world.is_main:  # only rank 0 writes; every rank holds the same weights
+                if state.epoch in self.snapshot_epochs:
+                    save_tensors(self.run_dir / paths.rewind_weights(state.epoch), self.model.state_dict())
+                self._save_checkpoint(state)
             self._report(Progress(epoch + 1, self.schedule.epochs, 0, 0, metrics))
         return self._summary(state)
 
@@ -161,17 +205,19 @@ class Trainer:
         seed = epoch_seed(self.seed, epoch)
         torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
         batches = self.data.batches("train", self.optim_spec.batch_size, shuffle=True, augment=self.augment,
-                                    seed=seed, device=self.device)
+                                    seed=seed, device=self.device, shard=self.world.shard(even=True))
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         seen = 0
+        # No host synchronisation in this loop: sums stay on the device, batches come from device tensors.
         for i, (x, y) in enumerate(batches):
-            logits = self.model(x)
-            loss = F.cross_entropy(logits, y)
+            with self.autocast():
+                logits = self.step_model(x)
+                loss = F.cross_entropy(logits, y)  # autocast computes it in fp32
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # Behaviours see the true gradients: should mixed precision come, unscale before this line.
+            loss.backward()  # DDP: the gradients are averaged over the ranks by the time this returns
+            # Behaviours see the true gradients: fp32, unscaled (bf16 autocast needs no loss scaling).
             for behaviour in self.behaviours:
                 behaviour.after_backward(self.model)
             self.optimizer.step()
@@ -182,7 +228,10 @@ class Trainer:
             seen += len(y)
             if self.progress is not None:
                 self._report(Progress(epoch + 1, self.schedule.epochs, i + 1, len(batches)))
-        return {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+        totals = self.world.all_sum(torch.stack([loss_sum.double(), correct.double(),
+                                                 torch.tensor(float(seen), dtype=torch.float64, device=self.device)]))
+        loss_total, correct_total, seen_total = totals.tolist()
+        return {"train_loss": loss_total / seen_total, "train_acc": 100.0 * correct_total / seen_total}
 
     def _report(self, event: Progress) -> None:
         if self.progress is not None:
@@ -191,11 +240,14 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------------------
     def _resume_or_start(self) -> _State:
         ckpt = self.run_dir / paths.CHECKPOINT
-        if ckpt.is_file():
+        if self.world.agree(ckpt.is_file()):  # rank 0 decides; every rank then reads the same file
+            if not ckpt.is_file():
+                raise ArtifactError(f"rank {self.world.rank} cannot see {ckpt}, which rank 0 resumes from: the run "
+                                    "store must be on a file system every node shares")
             return self._load_checkpoint(ckpt)
         for behaviour in self.behaviours:
             behaviour.on_train_start(self.model)
-        if self.save_init:
+        if self.save_init and self.world.is_main:
             save_tensors(self.run_dir / paths.INIT, self.model.state_dict())
         return _State()
 
@@ -239,7 +291,8 @@ class Trainer:
             behaviour.load_state_dict({k[len(prefix):]: v.to(self.device) for k, v in tensors.items()
                                        if k.startswith(prefix)})
         state = _State(int(meta["epoch"]), float(meta["wall_seconds"]), json.loads(meta["history"]))
-        self._write_metrics(state.history)
+        if self.world.is_main:
+            self._write_metrics(state.history)
         return state
 
     def _write_metrics(self, history: list[dict[str, Any]]) -> None:
