@@ -1,7 +1,7 @@
 """Benchmark: CPU latency of dense vs L1-norm-pruned torchvision ResNet-18 / MobileNetV2, next to the FLOPs ratio.
 
 For each model and channel ratio (with and without round_to=8): fvcore FLOPs gain (dense / pruned), latency gain
-at batch 1 / 16 / 64 (median of rounds, eval mode, no grad), and the time to build the dependency graph, to prune,
+at batch 1 / 16 / 64 (fastest of alternating dense / pruned rounds, eval mode, no grad), and the time to build the dependency graph, to prune,
 and to rebuild the pruned model from its JSON record.
 
 Run: ``python benchmarks/bench_torchvision.py [--threads N] [--size 224] [--ratios 0.3 0.5] [--batches 1 16 64]``.
@@ -10,7 +10,6 @@ Run: ``python benchmarks/bench_torchvision.py [--threads N] [--size 224] [--rati
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -24,13 +23,23 @@ from prunectl.models.external import dependency_graph
 
 
 def seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
+    """The fastest of `repeats` timed calls after a warm-up (the minimum is the least disturbed by other load)."""
+    fn()
     rounds = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         rounds.append(time.perf_counter() - start)
-    return statistics.median(rounds)
+    return min(rounds)
+
+
+def gain(dense: torch.nn.Module, pruned: torch.nn.Module, batch: int, size: int, repeats: int) -> float:
+    """Dense / pruned seconds per batch, measured in alternation so that a change of machine load hits both."""
+    d, p = [], []
+    for _ in range(repeats):
+        d.append(latency(dense, batch, size, 1))
+        p.append(latency(pruned, batch, size, 1))
+    return min(d) / min(p)
 
 
 def latency(model: torch.nn.Module, batch: int, size: int, repeats: int) -> float:
@@ -58,7 +67,6 @@ def main() -> None:
         torch.manual_seed(0)
         dense = create_model(f"torchvision:{name}", num_classes=1000, input_size=size).eval()
         dense_flops = count(dense, size).flops
-        dense_lat = {b: latency(dense, b, args.size, args.repeats) for b in args.batches}
         graph_s = seconds(lambda d=dense: dependency_graph(d, size), 1)
         for ratio in args.ratios:
             for round_to in (1, 8):
@@ -71,7 +79,7 @@ def main() -> None:
                 build_model(Arch.from_json(record))
                 rebuild_s = time.perf_counter() - start
                 flops_gain = dense_flops / count(pruned, size).flops
-                gains = [dense_lat[b] / latency(pruned, b, args.size, args.repeats) for b in args.batches]
+                gains = [gain(dense, pruned, b, args.size, args.repeats) for b in args.batches]
                 row = [name, f"{ratio:.2f}", str(round_to), f"{flops_gain:.2f}"] + [f"{g:.2f}" for g in gains]
                 print(" | ".join(row + [f"{graph_s:.2f}", f"{prune_s:.2f}", f"{rebuild_s:.2f}"]), flush=True)
 
