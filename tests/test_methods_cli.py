@@ -68,7 +68,7 @@ def test_methods_slimming_shows_its_settings_with_defaults_and_help():
 
 def test_methods_settings_are_generated_from_the_dataclass():
     doc = json.loads(runner.invoke(app, ["methods", "l1-norm", "--json"]).stdout)
-    assert [s["name"] for s in doc["settings"]] == ["variant", "ratio", "layer_ratios", "skip"]
+    assert [s["name"] for s in doc["settings"]] == ["variant", "ratio", "layer_ratios", "skip", "scope", "round_to"]
     assert {s["name"]: s["type"] for s in doc["settings"]}["skip"] == "tuple[int, ...]"
 
 

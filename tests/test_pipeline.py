@@ -128,7 +128,8 @@ def test_scratch_and_prune_refuse_the_wrong_kind_of_run(baseline, tmp_path):
 @pytest.mark.parametrize("name", builtin_recipes())
 def test_every_shipped_recipe_names_real_models_methods_and_settings(name):
     recipe = load_recipe(name)
-    assert recipe.model in list_models() and len(recipe.seeds) >= 3
+    assert (recipe.model in list_models() or recipe.model in engine.library_models()) and len(recipe.seeds) >= 3
+    default_arch(recipe.model, **dict(recipe.model_options))  # the options are the model's
     if recipe.lottery:
         LotterySettings.from_dict(recipe.lottery)  # validates
         assert recipe.arms == ("winning-ticket", "random-init")

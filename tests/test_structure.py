@@ -55,14 +55,17 @@ def zeroed(model: ArchModel, keep: dict[str, list[int]], drop: tuple[str, ...] =
             if g.kind == "select":
                 removed = [g.meta["selected"][i] for i in removed]
             else:
-                conv = ref.get_submodule(str(g.conv))
-                conv.weight[removed] = 0
-                if conv.bias is not None:
-                    conv.bias[removed] = 0
-            if g.bn is not None:
-                bn = ref.get_submodule(g.bn)
-                bn.weight[removed] = 0
-                bn.bias[removed] = 0
+                for producer in g.producers:  # traced groups may couple several (a residual sum, a depthwise conv)
+                    conv = ref.get_submodule(producer)
+                    conv.weight[removed] = 0
+                    if conv.bias is not None:
+                        conv.bias[removed] = 0
+            offsets = g.meta.get("norm_offsets", {})
+            for norm in g.norms:
+                bn = ref.get_submodule(norm)
+                at = [offsets.get(norm, 0) + i for i in removed]
+                bn.weight[at] = 0
+                bn.bias[at] = 0
         for name in drop:
             last = ref.get_submodule(blocks[name].output)
             last.weight.zero_()
@@ -292,9 +295,11 @@ def test_families_without_a_provider_are_refused() -> None:
 # ---- capabilities ----
 
 def test_capabilities_per_family() -> None:
-    assert families_offering("channel-groups") == ["cifar_resnet", "cifar_vgg", "imagenet_resnet",
-                                                   "imagenet_vgg", "lenet", "preresnet"]
-    assert families_offering("bn-scaled-channel-groups") == ["cifar_vgg", "densenet", "imagenet_vgg", "preresnet"]
+    traced = ["module", "timm", "torchvision"]  # library models and your own nn.Module (prunectl/structure/traced.py)
+    assert families_offering("channel-groups") == sorted(["cifar_resnet", "cifar_vgg", "imagenet_resnet",
+                                                          "imagenet_vgg", "lenet", "preresnet", *traced])
+    assert families_offering("bn-scaled-channel-groups") == sorted(["cifar_vgg", "densenet", "imagenet_vgg",
+                                                                    "preresnet", *traced])
     assert families_offering("removable-blocks") == ["cifar_resnet", "imagenet_resnet", "preresnet"]
     no_bn = build_model(dict(EXAMPLES)["imagenet_vgg-fc4096"])
     assert "bn-scaled-channel-groups" not in model_capabilities(no_bn)
@@ -304,7 +309,8 @@ def test_capabilities_per_family() -> None:
 @pytest.mark.parametrize(("model", "capability", "match"), [
     ("densenet40", "channel-groups", "l1-norm needs channel-groups .* densenet model lacks; families that offer "
                                      "it: cifar_resnet, cifar_vgg"),
-    ("resnet20", "bn-scaled-channel-groups", "families that offer it: cifar_vgg, densenet, imagenet_vgg, preresnet"),
+    ("resnet20", "bn-scaled-channel-groups", "families that offer it: cifar_vgg, densenet, imagenet_vgg, module, "
+                                             "preresnet, timm, torchvision"),
     ("vgg16", "removable-blocks", "cifar_vgg model lacks; families that offer it: cifar_resnet, imagenet_resnet"),
 ])
 def test_require_names_the_capability_and_who_offers_it(model: str, capability: str, match: str) -> None:

@@ -124,7 +124,7 @@ def test_l1_on_preresnet_prunes_inner_convs_only() -> None:
     ({"variant": "A"}, "vgg19", "defined for vgg16 \\(A\\), resnet56 \\(A/B\\).*none of them"),
     ({"variant": "B"}, "vgg16", "vgg16 has variants A"),
     ({"ratio": 0.5}, "densenet40", "l1-norm needs channel-groups .*densenet model lacks; families that offer it: "
-                                   "cifar_resnet, cifar_vgg, imagenet_resnet, imagenet_vgg, lenet, preresnet"),
+                                   "cifar_resnet, cifar_vgg, imagenet_resnet, imagenet_vgg, lenet, module, preresnet, timm, torchvision"),
     ({"layer_ratios": {"layer1.0.conv2": 0.5}}, "resnet20", "not a prunable layer"),
     ({"ratio": 0.5, "skip": (2,)}, tiny("preresnet"), "skip takes conv ids"),
 ])
@@ -208,7 +208,7 @@ def test_slimming_round_trips_through_the_arch(family: str) -> None:
 
 @pytest.mark.parametrize(("model", "settings", "match"), [
     ("resnet20", {}, "slimming needs bn-scaled-channel-groups .*cifar_resnet model lacks; families that offer it: "
-                     "cifar_vgg, densenet, imagenet_vgg, preresnet"),
+                     "cifar_vgg, densenet, imagenet_vgg, module, preresnet, timm, torchvision"),
     ("lenet5", {}, "lenet model lacks"),
 ])
 def test_slimming_refusals(model: str, settings: dict, match: str) -> None:

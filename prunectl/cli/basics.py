@@ -157,6 +157,14 @@ def _render_info(console: Console, report: dict) -> None:
     console.print(f"params: {report['params']:,}    {FLOPS_LABEL}: {report['flops']:,}")
     if report.get("latency"):
         console.print(latency_text(report["latency"]))
+    if report.get("groups"):
+        groups = Table(title="channel groups (traced: coupled layers pruned together)")
+        for col in ("group", "channels", "tie", "producers", "norms", "consumers"):
+            groups.add_column(col, justify="right" if col in ("channels", "norms", "consumers") else "left")
+        for g in report["groups"]:
+            shown = g["producers"][0] + (f" +{len(g['producers']) - 1}" if len(g["producers"]) > 1 else "")
+            groups.add_row(g["name"], str(g["channels"]), g["tie"], shown, str(g["norms"]), str(g["consumers"]))
+        console.print(groups)
     if report.get("protocol"):
         console.print(f"training protocol: {report['protocol']['name']} ({report['protocol']['why']})")
     if report.get("blocks"):
@@ -179,11 +187,17 @@ def _quiet() -> Iterator[None]:
 
 @handle_errors
 def models_(pattern: Annotated[str, typer.Argument(help="Glob, e.g. 'resnet*'.")] = "*",
+            all_: Annotated[bool, typer.Option("--all", help="Also the torchvision:NAME and timm:NAME models "
+                                                              "(timm: with the prunectl[timm] extra).")] = False,
             as_json: JsonOpt = False) -> None:
-    """List registered model names."""
+    """List registered model names (--all: also the torchvision and timm models they accept)."""
     from prunectl.models import list_models
 
     names = list_models(pattern)
+    if all_:
+        from prunectl import engine
+
+        names += engine.library_models(pattern)
     Output(as_json).emit(names, lambda c: c.print("\n".join(names)))
 
 

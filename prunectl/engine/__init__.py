@@ -11,6 +11,7 @@ from prunectl.engine.hub import pull, push
 from prunectl.engine.info import (
            datasets_report,
            info,
+           library_models,
            resolve_arch,
            resolve_run,
            resolve_source,
@@ -23,5 +24,5 @@ from prunectl.engine.train import baseline_spec, train
 from prunectl.runs.store import Run, open_run
 
 __all__ = ["Protocol", "PruneSpec", "Recipe", "Run", "baseline_spec", "datasets_report", "extract_arch",
-           "finetune_spec", "info", "load_recipe", "open_run", "protocol_for", "prune", "prune_spec", "pull", "push",
+           "finetune_spec", "info", "library_models", "load_recipe", "open_run", "protocol_for", "prune", "prune_spec", "pull", "push",
            "resolve_arch", "resolve_run", "resolve_source", "run_recipe", "scratch_spec", "source_method", "train"]

@@ -15,7 +15,9 @@ from prunectl.engine.protocols import choose_protocol, protocol_of
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.methods.sss import layout_notation, stage_layout
 from prunectl.models import MODELS, Arch, ArchModel, build_model, default_arch
+from prunectl.models.external import PREFIXES, is_external
 from prunectl.runs.store import Run, open_run
+from prunectl.structure import channel_groups
 from prunectl.training.trainer import resolve_device
 
 
@@ -34,7 +36,8 @@ def resolve_arch(target: str, dataset: str | None = None) -> tuple[Arch, Path | 
         if not path.is_file():
             raise ArtifactError(f"no architecture file at {path}")
         return Arch.load(path), None
-    MODELS.get(target)  # unknown name → did-you-mean error
+    if not is_external(target):
+        MODELS.get(target)  # unknown name → did-you-mean error
     if dataset is None:
         return default_arch(target), None
     num_classes, input_size = dataset_shape(dataset)
@@ -136,7 +139,27 @@ def info(target: str, dataset: str | None = None, *, latency: LatencySettings | 
              "density": r.density}
             for r in counts.layers
         ],
+        **({"groups": group_rows(model)} if arch.family in PREFIXES else {}),
     }
+
+
+def group_rows(model: ArchModel) -> list[dict[str, Any]]:
+    """The channel groups of a traced library model: what each couples (producers, norms, consumers)."""
+    return [{"name": g.name, "channels": g.channels, "tie": g.tie or "", "producers": list(g.producers),
+             "norms": len(g.norms), "consumers": len(g.consumers), "prunable": g.prunable}
+            for g in channel_groups(model)]
+
+
+def library_models(pattern: str = "*") -> list[str]:
+    """`torchvision:NAME` and (with timm installed) `timm:NAME` names matching a glob on the full name."""
+    import fnmatch
+    import importlib.util
+
+    from prunectl.models.external import registry_names
+
+    libraries = ["torchvision"] + (["timm"] if importlib.util.find_spec("timm") else [])
+    return [f"{lib}:{n}" for lib in libraries for n in registry_names(lib)
+            if fnmatch.fnmatch(f"{lib}:{n}", pattern) or fnmatch.fnmatch(n, pattern)]
 
 
 def residual_blocks(model: ArchModel) -> dict[str, Any] | None:

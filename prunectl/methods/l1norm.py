@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+
+import torch
+from torch import nn
 
 from prunectl.core.spec import Spec, check, helptext
 from prunectl.errors import BadValueError
@@ -49,6 +52,12 @@ class L1NormSettings(Spec):
         default_factory=dict)
     skip: tuple[int, ...] = helptext(
         "conv ids left whole (VGG: the n-th conv; ResNets: stem 1, block k's first conv 2k)", default=())
+    scope: str = helptext(
+        "'layer': `ratio` of each group's filters; 'global': `ratio` of all filters, ranked together by mean |w| "
+        "(so layers lose different fractions)", default="layer")
+    round_to: int = helptext(
+        "kept filters per group rounded to a multiple of this (e.g. 8 for fast kernels; 1 = no rounding)",
+        default=1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layer_ratios", dict(self.layer_ratios))
@@ -58,6 +67,11 @@ class L1NormSettings(Spec):
         check(self.variant is not None or self.ratio is not None or bool(self.layer_ratios),
               "l1-norm: give variant (e.g. 'A') or ratio (e.g. 0.5) or layer_ratios")
         check(self.ratio is None or 0 < self.ratio < 1, f"l1-norm: ratio must be in (0, 1), got {self.ratio}")
+        check(self.scope in ("layer", "global"), f"l1-norm: scope must be 'layer' or 'global', got {self.scope!r}")
+        check(self.scope == "layer" or (self.ratio is not None and not self.layer_ratios and not self.skip),
+              "l1-norm: scope 'global' takes one ratio (no layer_ratios / skip / variant)")
+        check(isinstance(self.round_to, int) and not isinstance(self.round_to, bool) and self.round_to >= 1,
+              f"l1-norm: round_to must be an integer >= 1, got {self.round_to!r}")
         for name, r in self.layer_ratios.items():
             check(isinstance(r, int | float) and not isinstance(r, bool) and 0 <= r < 1,
                   f"l1-norm: layer_ratios['{name}'] must be a number in [0, 1), got {r!r}")
@@ -85,6 +99,31 @@ def paper_model(model: ArchModel) -> str | None:
 def keep_count(channels: int, ratio: float) -> int:
     """int(C x (1 - ratio)) as the seed computes it, never below one filter."""
     return max(1, int(channels * (1 - ratio)))
+
+
+def rounded(kept: int, channels: int, round_to: int) -> int:
+    """`kept` rounded to the nearest multiple of `round_to` (at least one multiple, at most all channels).
+
+    >>> rounded(29, 64, 8), rounded(3, 64, 8), rounded(29, 30, 8)
+    (32, 8, 30)
+    """
+    if round_to <= 1:
+        return kept
+    return min(channels, max(round_to, int(round(kept / round_to)) * round_to))
+
+
+def global_widths(model: ArchModel, groups: list[ChannelGroup], ratio: float) -> dict[str, int]:
+    """Kept filters per prunable group when `ratio` of all filters go, ranked together by their mean |w| (the
+    L1 norm over the filter's size, so layers of different fan-in compare); every group keeps one at least."""
+    prunable = [g for g in groups if g.prunable]
+    scores = []
+    for g in prunable:
+        s = filter_l1_norms(model, g)
+        size = sum(cast(nn.Conv2d, model.get_submodule(p)).weight[0].numel() for p in g.producers)
+        scores.append(s / size)
+    pooled = torch.sort(torch.cat(scores)).values
+    threshold = pooled[min(pooled.numel() - 1, int(pooled.numel() * ratio))]
+    return {g.name: max(1, int((s >= threshold).sum())) for g, s in zip(prunable, scores, strict=True)}
 
 
 def variant_widths(model: ArchModel, groups: list[ChannelGroup], variant: str) -> dict[str, int]:
@@ -127,9 +166,12 @@ def select_filters(model: ArchModel, settings: L1NormSettings) -> KeepMap:
     groups = [g for g in channel_groups(model) if g.kind == "conv"]
     if settings.variant is not None:
         widths = variant_widths(model, groups, settings.variant)
+    elif settings.scope == "global":
+        widths = global_widths(model, groups, float(settings.ratio or 0))
     else:
         widths = ratio_widths(groups, settings)
     by_name = {g.name: g for g in groups}
+    widths = {n: rounded(k, by_name[n].channels, settings.round_to) for n, k in widths.items()}
     return {name: top_indices(filter_l1_norms(model, by_name[name]), k) for name, k in widths.items()}
 
 
@@ -158,6 +200,12 @@ class L1NormFilter(Method):
 
     def prune(self, model: ArchModel, settings: L1NormSettings, context: PruneContext) -> PruneOutcome:
         keep = select_filters(model, settings)
+        channels = {g.name: g.channels for g in channel_groups(model)}
+        ratios = {n: settings.layer_ratios.get(n, settings.ratio) for n in keep}
+        floor = [n for n, r in ratios.items() if r is not None and int(channels[n] * (1 - r)) < 1]
+        if floor:
+            context.note(f"l1-norm: the ratio would empty {len(floor)} group(s); each keeps one filter: "
+                         f"{', '.join(floor[:8])}")
         base = model.arch_name or model.family
         if settings.variant is not None:
             tag = f"{paper_model(model)}-l1-{settings.variant}"

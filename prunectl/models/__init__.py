@@ -11,6 +11,7 @@ from prunectl.models.base import FAMILIES, MODELS, Arch, ArchModel, register_fam
 
 # Every module of this package is imported, and so registers its families and models: a new family is one file.
 import_package_modules(__name__, __path__, skip=("base", "layers"))
+from prunectl.models import external  # noqa: E402  (torchvision:/timm: names in default_arch)
 
 __all__ = [
     "Arch",
@@ -31,7 +32,10 @@ def list_models(pattern: str = "*") -> list[str]:
 
 def default_arch(name: str, num_classes: int = 10, input_size: tuple[int, int, int] | None = None,
                  **options: Any) -> Arch:
-    """The unpruned architecture record of a registered model (its factory picks the input size if None)."""
+    """The unpruned architecture record of a registered model (its factory picks the input size if None), or of a
+    library model `torchvision:NAME` / `timm:NAME` (options: `stem`, and the builder's keyword arguments)."""
+    if external.is_external(name):
+        return external.external_arch(name, num_classes, input_size, **options)
     factory = MODELS.get(name)
     accepted = [p for p in inspect.signature(factory).parameters if p not in ("num_classes", "input_size")]
     unknown = sorted(set(options) - set(accepted))

@@ -88,7 +88,8 @@ def require(model: ArchModel, capability: str, method: str) -> None:
     Traceback (most recent call last):
     ...
     prunectl.errors.BadValueError: l1-norm needs channel-groups (prunable groups of conv filters), which this \
-densenet model lacks; families that offer it: cifar_resnet, cifar_vgg, imagenet_resnet, imagenet_vgg, lenet, preresnet
+densenet model lacks; families that offer it: cifar_resnet, cifar_vgg, imagenet_resnet, imagenet_vgg, lenet, module, preresnet, timm, \
+torchvision
     """
     if offers(model, capability):
         return

@@ -99,6 +99,10 @@ def apply_edit(model: ArchModel, edit: StructureEdit, name: str | None = None) -
     """
     checked = _check(model, edit)
     provider = provider_for(model)
+    if not checked.drops:
+        own = provider.apply(model, {g.name: kept for g, kept, _ in checked.cuts}, name)
+        if own is not None:
+            return own
     work = shared_copy(model)
     removed_inputs: dict[str, set[int]] = {}
     for group, kept, removed in checked.cuts:
@@ -150,8 +154,9 @@ def masked_model(model: ArchModel, edit: StructureEdit) -> ArchModel:
         for group, _, removed in checked.cuts:
             for producer in group.producers:
                 _zero(ref.get_submodule(producer), removed)
+            offsets = group.meta.get("norm_offsets", {})  # a norm over a concatenation (traced groups)
             for norm in group.norms:
-                _zero(ref.get_submodule(norm), [group.norm_index(c) for c in removed])
+                _zero(ref.get_submodule(norm), [offsets.get(norm, 0) + group.norm_index(c) for c in removed])
         for block in checked.drops:
             layer = ref.get_submodule(block.output)
             _zero(layer, list(range(cast(torch.Tensor, layer.weight).shape[0])))

@@ -35,6 +35,12 @@ class StructureProvider(abc.ABC):
         """Replace `block`'s module in `model` (a working copy) by its shortcut, keeping the shortcut's layers."""
         raise BadValueError(f"{self.family} has no removable blocks")
 
+    def apply(self, model: Any, keep: dict[str, list[int]], name: str | None) -> ArchModel | None:
+        """Cut the channels of a checked edit (`keep`: the groups that change, kept indices) in the provider's
+        own way and return the new model, or None (the default) to let `apply_edit` slice each group's layers
+        and rebuild from the family's `to_arch()`. Traced library models cut through Torch-Pruning here."""
+        return None
+
     @abc.abstractmethod
     def examples(self) -> dict[str, Arch]:
         """Small members of the family, with its odd cases (pruned selections, removed branches): the structure

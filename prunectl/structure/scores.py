@@ -12,19 +12,24 @@ from prunectl.structure.groups import ChannelGroup
 
 
 def filter_l1_norms(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Sum of |w| of each output filter of the group's conv (Li et al. 2017)."""
-    if group.kind != "conv" or group.conv is None:
+    """Sum of |w| of each output filter of the group's conv (Li et al. 2017); for a group of coupled producers
+    (a traced residual sum, a conv and its depthwise conv) the sum over all of them."""
+    if group.kind != "conv" or not group.producers:
         raise BadValueError(f"channel group '{group.name}' has no conv filters to score")
-    weight = cast(nn.Conv2d, model.get_submodule(group.conv)).weight.detach()
-    return weight.abs().flatten(1).sum(1).float().cpu()
+    weights = [cast(nn.Conv2d, model.get_submodule(p)).weight.detach() for p in group.producers]
+    return sum(w.abs().flatten(1).sum(1).float().cpu() for w in weights)  # type: ignore[return-value]
 
 
 def bn_scales(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
     """|gamma| of the group's BN, one per group channel (Network Slimming's score)."""
     if group.bn is None:
         raise BadValueError(f"channel group '{group.name}' has no BatchNorm scale to score")
-    gamma = cast(nn.BatchNorm2d, model.get_submodule(group.bn)).weight.detach().abs().float().cpu()
-    return gamma[[group.norm_index(c) for c in range(group.channels)]]
+    index = [group.norm_index(c) for c in range(group.channels)]
+    offsets = group.meta.get("norm_offsets", {})
+    # A traced group may hold several BNs (a residual stream, a depthwise conv's): their mean |gamma|.
+    gammas = [cast(nn.BatchNorm2d, model.get_submodule(n)).weight.detach().abs().float().cpu()
+              [[offsets.get(n, 0) + i for i in index]] for n in group.norms]
+    return torch.stack(gammas).mean(0)
 
 
 def top_indices(scores: torch.Tensor, count: int) -> list[int]:
