@@ -3,6 +3,7 @@
 # Importing the method modules registers them.
 from prunectl.methods import l1norm, slimming, weight  # noqa: E402,F401,I001
 from prunectl.methods import thinet  # noqa: E402,F401,I001
+from prunectl.methods import regression  # noqa: E402,F401,I001
 from prunectl.methods.base import (
     METHODS,
     Method,

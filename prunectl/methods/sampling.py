@@ -115,11 +115,14 @@ def sample(taps: Sequence[tuple[nn.Module, str, bool]], data: Dataset, draw: Dra
     gen = torch.Generator().manual_seed(draw.seed * 2**32 + zlib.crc32(taps[0][1].encode()))
     chunks: list[list[tuple[torch.Tensor | None, torch.Tensor]]] = [[] for _ in taps]
     positions = draw.positions
+    active = [0]  # the tap whose forward is running
     where: list[torch.Tensor] = []  # this batch's flat output positions, (images, positions), shared by the taps
 
     def hook_for(k: int, layer: nn.Conv2d, with_patches: bool):  # noqa: ANN202 - a torch hook
         def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             nonlocal positions
+            if active[0] != k:  # the same model may be tapped twice (before anything is pruned)
+                return
             x = inputs[0]
             b, f, h, w = output.shape
             if k == 0:
@@ -154,7 +157,8 @@ def sample(taps: Sequence[tuple[nn.Module, str, bool]], data: Dataset, draw: Dra
                 hook_for(k, consumer_conv(model, name), with_patches)))
         with torch.no_grad():
             for x in _images(data, draw, device):
-                for model, _, _ in taps:
+                for k, (model, _, _) in enumerate(taps):
+                    active[0] = k
                     try:
                         model(x)
                     except _Stop:
