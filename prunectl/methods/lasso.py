@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-ITERATIONS = 3000
+ITERATIONS = 1000
 SEARCH_STEPS = 60
 
 
@@ -35,7 +35,7 @@ def lasso(gram: torch.Tensor, rhs: torch.Tensor, alpha: float, rows: int, start:
         new = torch.sign(v) * (v.abs() - alpha / lip).clamp_min(0)
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         z = new + ((t - 1) / t_next) * (new - beta)
-        done = float((new - beta).abs().max()) <= 1e-9 * max(float(new.abs().max()), 1e-30)
+        done = float((new - beta).abs().max()) <= 1e-7 * max(float(new.abs().max()), 1e-30)
         beta, t = new, t_next
         if done:
             break
@@ -67,19 +67,21 @@ def select(gram: torch.Tensor, rhs: torch.Tensor, rows: int, keep: int, toleranc
         order = torch.argsort(torch.diagonal(gram), descending=True, stable=True)
         return Support(sorted(order[:keep].tolist()), 0.0, 0, False)
     lo, lip = hi * 1e-8, float(torch.linalg.eigvalsh(gram / rows)[-1])
-    best = lasso(gram, rhs, lo, rows, lip=lip)  # invariant: `best` is the solution at α = lo, support >= keep
-    best_alpha, nnz, in_band = lo, int((best != 0).sum()), False
-    if nnz >= keep:
-        for _ in range(SEARCH_STEPS):
+    found: tuple[torch.Tensor, float] | None = None  # the solution at the largest α seen with support >= keep
+    beta, in_band = None, False
+    for _ in range(SEARCH_STEPS):
+        mid = (lo * hi) ** 0.5
+        beta = lasso(gram, rhs, mid, rows, start=beta, lip=lip)
+        nnz = int((beta != 0).sum())
+        if nnz >= keep:
+            lo, found = mid, (beta, mid)
             if nnz <= top:
                 in_band = True
                 break
-            mid = (lo * hi) ** 0.5
-            beta = lasso(gram, rhs, mid, rows, start=best, lip=lip)
-            if int((beta != 0).sum()) >= keep:
-                lo, best, best_alpha, nnz = mid, beta, mid, int((beta != 0).sum())
-            else:
-                hi = mid
+        else:
+            hi = mid
+    best, best_alpha = found if found is not None else (lasso(gram, rhs, lo, rows, lip=lip), lo)
+    nnz = int((best != 0).sum())
     strength = best.abs() * torch.diagonal(gram).clamp_min(0).sqrt()
     # rank: in the support first, then by share of the fit, then by column norm (for filling a too-small support)
     rank = strength + (best != 0).to(strength) * (strength.max() + 1) + 1e-12 * torch.diagonal(gram).sqrt()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ class _Stop(Exception):
 def consumer_conv(model: nn.Module, name: str) -> nn.Conv2d:
     """The plain (ungrouped) conv `name`, or a one-line error."""
     layer = model.get_submodule(name)
-    if not isinstance(layer, nn.Conv2d) or layer.groups != 1:
+    if not isinstance(layer, nn.Conv2d) or layer.groups != 1 or isinstance(layer.padding, str):
         raise BadValueError(f"layer '{name}' is not a plain conv (reconstruction methods need a conv consumer)")
     return layer
 
@@ -139,7 +140,7 @@ def sample(taps: Sequence[tuple[nn.Module, str, bool]], data: Dataset, draw: Dra
             out = out.permute(0, 2, 1).reshape(-1, f)
             patches = None
             if with_patches:
-                cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
+                cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=cast(Any, layer.padding),
                                 stride=layer.stride)  # (b, C*kh*kw, h*w)
                 cols = torch.gather(cols, 2, idx[:, None, :].expand(b, cols.shape[1], -1))
                 c = layer.in_channels
@@ -170,5 +171,9 @@ def sample(taps: Sequence[tuple[nn.Module, str, bool]], data: Dataset, draw: Dra
             handle.remove()
         for (model, _, _), mode in zip(taps, modes, strict=False):
             model.train(mode)
-    return [Samples(torch.cat([p for p, _ in c]) if c and c[0][0] is not None else None,
-                    torch.cat([o for _, o in c])) for c in chunks]
+    return [Samples(_joined([p for p, _ in c]), torch.cat([o for _, o in c])) for c in chunks]
+
+
+def _joined(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    kept = [p for p in parts if p is not None]
+    return torch.cat(kept) if kept else None

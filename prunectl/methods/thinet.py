@@ -111,7 +111,6 @@ def forward_selection(gram: torch.Tensor, rhs: torch.Tensor, keep: int, note: No
     """The TPAMI rule: repeatedly add the channel j minimising ||ρ − (x_jᵀρ / x_jᵀx_j) x_j|| (ρ: the residual of
     the least-squares fit on the channels chosen so far), i.e. maximising (x_jᵀρ)^2 / ||x_j||^2. A channel with
     ||x_j|| = 0 can remove nothing, so it is chosen last (the original divides 0 by 0 here)."""
-    c = gram.shape[0]
     diag = torch.diagonal(gram)
     chosen: list[int] = []
     w = torch.zeros(0, dtype=gram.dtype)
