@@ -42,7 +42,7 @@ def removal_error(x: torch.Tensor, removed: list[int]) -> float:
 
 
 def test_a_dead_channel_is_removed_first_and_never_chosen_forward():
-    x = torch.randn(200, 6)
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(0))
     x[:, 3] = 0
     gram, rhs, _ = gram_of(x)
     assert greedy_removal(gram, 1) == [3]
@@ -50,7 +50,8 @@ def test_a_dead_channel_is_removed_first_and_never_chosen_forward():
 
 
 def test_a_cancelling_pair_is_removed_at_zero_error():
-    x = torch.randn(300, 6)
+    x = torch.randn(300, 6, generator=torch.Generator().manual_seed(0)) * 3
+    x[:, 1] /= 3  # the pair is the weakest channel: the first removal takes it, the second its twin at zero cost
     x[:, 4] = -x[:, 1]  # a duplicated input channel whose next-layer weights are negated
     gram, rhs, yy = gram_of(x)
     removed = greedy_removal(gram, 2)
