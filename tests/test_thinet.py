@@ -169,3 +169,15 @@ def test_a_layer_without_a_conv_consumer_is_refused_in_one_line():
         get_method("thinet").prune(model, ThiNetSettings(layers=("features.7",)),
                                    PruneContext(data=tiny_dataset(ARCH)))
     assert "\n" not in str(err.value)
+
+
+def test_a_short_fine_tune_between_layers_trains_the_partly_pruned_model():
+    model, data = randomised(ARCH), tiny_dataset(ARCH, count=32)
+    plain = get_method("thinet").prune(model, ThiNetSettings(), PruneContext(data=data))
+    tuned = get_method("thinet").prune(model, ThiNetSettings(finetune_steps=2, finetune_lr=0.1),
+                                       PruneContext(data=data))
+    assert plain.reference is not None and tuned.reference is None  # fine-tuned weights have no masked twin
+    assert plain.report["widths"] == tuned.report["widths"]
+    assert not torch.allclose(plain.model.features[0].weight, tuned.model.features[0].weight)
+    with pytest.raises(BadValueError, match="needs the training data"):
+        get_method("thinet").prune(model, ThiNetSettings(), PruneContext())
