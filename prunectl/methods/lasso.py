@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-ITERATIONS = 1000
+ITERATIONS = 500
 SEARCH_STEPS = 60
 
 
@@ -35,7 +35,7 @@ def lasso(gram: torch.Tensor, rhs: torch.Tensor, alpha: float, rows: int, start:
         new = torch.sign(v) * (v.abs() - alpha / lip).clamp_min(0)
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         z = new + ((t - 1) / t_next) * (new - beta)
-        done = float((new - beta).abs().max()) <= 1e-7 * max(float(new.abs().max()), 1e-30)
+        done = float((new - beta).abs().max()) <= 1e-6 * max(float(new.abs().max()), 1e-30)
         beta, t = new, t_next
         if done:
             break

@@ -89,10 +89,12 @@ def least_squares(a: torch.Tensor, b: torch.Tensor, what: str, note: Note) -> to
 def gram_solve(gram: torch.Tensor, rhs: torch.Tensor, what: str, note: Note, rows: int | None = None) -> torch.Tensor:
     """Solve gram x = rhs (gram = AᵀA, float64), with the ridge fallback of `least_squares`."""
     n = gram.shape[0]
-    evals = torch.linalg.eigvalsh(gram)
-    top = float(evals[-1]) if n else 0.0
-    if top > 0 and float(evals[0]) > top * 1e-10 and (rows is None or rows >= n):
-        return torch.linalg.solve(gram, rhs)
+    if n and (rows is None or rows >= n):
+        factor, info = torch.linalg.cholesky_ex(gram)
+        pivots = torch.diagonal(factor) ** 2 if int(info) == 0 else None
+        # positive definite, and no pivot below 1e-10 of the largest diagonal entry (numerically full rank)
+        if pivots is not None and float(pivots.min()) > 1e-10 * float(torch.diagonal(gram).max()):
+            return torch.cholesky_solve(rhs.reshape(n, -1), factor).reshape(rhs.shape)
     ridge = 1e-6 * max(float(torch.diagonal(gram).mean()), 1e-12)
     why = f"{rows} samples for {n} unknowns" if rows is not None and rows < n else "rank-deficient samples"
     note(f"{what}: singular least-squares system ({why}); solved with ridge {ridge:.3g}")
