@@ -87,7 +87,9 @@ def test_method_contract(method_name: str, arch: Arch) -> None:
         smaller = sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
         # an edit that removes nothing (e.g. SSS on a model whose training zeroed no branch) leaves the size
         assert smaller if (out.edit.drop or out.edit.keep) else pruned.to_arch().same_structure(model.to_arch())
-        source = copy.deepcopy(model)
+        # A method that rewrites kept weights (reconstruction) gives the full-size model with them applied.
+        source = copy.deepcopy(out.reference if out.reference is not None else model)
+        assert source.to_arch().same_structure(model.to_arch())
         if out.mask:
             src_params, params = dict(source.named_parameters()), dict(pruned.named_parameters())
             for name, mask in out.mask.items():

@@ -63,12 +63,15 @@ class PruneOutcome:
     that later training keeps applied. `report` holds JSON-serialisable facts (widths kept, threshold, ...).
     Structured methods also give the `edit` they applied to the input model (`prunectl.structure.apply_edit(
     input, edit)` is `model` up to the method's own weight changes), so `masked_model(input, edit)` is the
-    full-size reference the pruned model is checked against."""
+    full-size reference the pruned model is checked against. A method that also changes weights it keeps (the
+    reconstruction methods rewrite the next layer of each pruned one) gives that reference itself in `reference`:
+    the full-size model with its weight changes applied, whose function `model` equals."""
 
     model: ArchModel
     mask: dict[str, torch.Tensor] | None = None
     report: dict[str, Any] = field(default_factory=dict)
     edit: StructureEdit | None = None
+    reference: ArchModel | None = None
 
 
 class Method(abc.ABC):
