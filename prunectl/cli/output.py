@@ -93,15 +93,17 @@ class Output:
 
     @contextmanager
     def busy(self, message: str) -> Iterator[None]:
-        """A silent phase (loading data, pruning): a spinner on a terminal, one plain line off it."""
+        """A silent phase (loading data, pruning): a spinner on a terminal; off it, one plain line once the phase
+        has finished (a phase that fails prints nothing, so its error stays the only line)."""
         if self.as_json:
             yield
         elif self.live:
             with self.err.status(message, spinner="dots"):
                 yield
         else:
-            self.err.print(message, markup=False)
+            start = time.perf_counter()
             yield
+            self.err.print(f"{message.rstrip('…')}: done, {time.perf_counter() - start:.1f} s", markup=False)
 
     def engine(self) -> ModuleType:
         """`prunectl.engine`, imported on first use (torch takes seconds to import: a spinner says so)."""
