@@ -116,7 +116,8 @@ def apply_edit(model: ArchModel, edit: StructureEdit, name: str | None = None) -
                 keep_outputs(work.get_submodule(norm), kept)
         for consumer in group.consumers:
             if consumer.selected is not None:
-                raise NotImplementedError(f"{group.name}: cutting channels read through a selection")
+                raise BadValueError(f"channel group '{group.name}' is read through a channel selection, which this version "
+                                    "cannot cut; leave that group whole")
             removed_inputs.setdefault(consumer.module, set()).update(i for c in removed for i in consumer.inputs(c))
     for module, removed_set in removed_inputs.items():
         layer = work.get_submodule(module)

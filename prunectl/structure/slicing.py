@@ -9,6 +9,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from prunectl.errors import BadValueError
 from prunectl.models.layers import ChannelSelection
 
 M = TypeVar("M", bound=nn.Module)
@@ -37,20 +38,20 @@ def keep_outputs(module: nn.Module, kept: Sequence[int]) -> None:
             _replace(module, name, tensor.detach().index_select(0, index.to(tensor.device)))
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
-            raise NotImplementedError(f"cutting grouped convs ({module}) is not supported")
+            raise BadValueError(f"cutting the outputs of a grouped conv ({module}) is not supported")
         module.out_channels = len(kept)
     elif isinstance(module, nn.Linear):
         module.out_features = len(kept)
     elif isinstance(module, nn.modules.batchnorm._BatchNorm):
         module.num_features = len(kept)
     else:
-        raise NotImplementedError(f"cannot cut the outputs of {type(module).__name__}")
+        raise BadValueError(f"cannot cut the outputs of a {type(module).__name__} layer")
 
 
 def keep_inputs(module: nn.Module, kept: Sequence[int]) -> None:
     """Keep input features `kept` (dim 1 of the weight) of a Conv2d / Linear."""
     if not isinstance(module, nn.Conv2d | nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups != 1):
-        raise NotImplementedError(f"cannot cut the inputs of {module}")
+        raise BadValueError(f"cannot cut the inputs of {module} (only plain convs and linear layers)")
     weight = module.weight.detach()
     _replace(module, "weight", weight.index_select(1, torch.tensor(list(kept), device=weight.device)))
     if isinstance(module, nn.Conv2d):
