@@ -8,6 +8,7 @@ the global batch, so the spec and run id do not depend on the number of processe
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from collections.abc import Callable
@@ -134,6 +135,14 @@ def join(world: World, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT,
                             device_id=device if device.type == "cuda" else None)
+    # Leave the group before the interpreter exits: gloo's threads destroyed at exit instead abort the process
+    # ("terminate called without an active exception"), which torchrun reports as a failed job.
+    atexit.register(_leave)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def broadcast_json(value: Any) -> Any:
