@@ -35,6 +35,16 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Run:
         return engine.train(spec, out=root / "run")
 
 
+@pytest.fixture
+def copy_of(trained: Run, tmp_path: Path):  # noqa: F811
+    """A factory of private copies of the shared run, for tests that tamper with one."""
+    def make(name: str = "run") -> Path:
+        target = tmp_path / name
+        shutil.copytree(trained.path, target)
+        return target
+    return make
+
+
 def cli(*args: str):
     return CliRunner().invoke(app, list(args))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hubserver import hub  # noqa: F401  (the fixture; tests/ is on sys.path)
-from test_hub import assert_nothing_written, cli, front_matter, one_line_error, trained  # noqa: F401
+from test_hub import assert_nothing_written, cli, copy_of, front_matter, one_line_error, trained  # noqa: F401
 
 from prunectl import paths
 from prunectl.engine import hub as hub_engine
@@ -109,14 +109,6 @@ def test_honest_pulls_still_work_with_the_guard(hub, pushed, tmp_path):  # noqa:
 
 
 # --- class 3: push leaks nothing, publishes only what loads -----------------------------------------------------
-@pytest.fixture
-def copy_of(trained, tmp_path):  # noqa: F811
-    def make(name: str = "run") -> Path:
-        target = tmp_path / name
-        shutil.copytree(trained.path, target)
-        return target
-    return make
-
 
 def server_bytes(hub) -> bytes:  # noqa: F811
     return b"".join(c for repo in hub.server.repos.values() for commit in repo.commits.values()

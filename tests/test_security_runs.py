@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from hubserver import hub  # noqa: F401  (the fixture; tests/ is on sys.path)
-from test_hub import assert_nothing_written, cli, one_line_error, trained  # noqa: F401
+from test_hub import assert_nothing_written, cli, copy_of, one_line_error, trained  # noqa: F401
 
 from prunectl import engine, paths
 from prunectl.core.arch import Arch
@@ -20,15 +19,6 @@ from prunectl.engine import hub as hub_engine
 from prunectl.errors import ArtifactError, BadValueError
 from prunectl.models import build_model, default_arch
 from prunectl.runs.store import open_run
-
-
-@pytest.fixture
-def copy_of(trained, tmp_path):  # noqa: F811
-    def make(name: str = "run") -> Path:
-        target = tmp_path / name
-        shutil.copytree(trained.path, target)
-        return target
-    return make
 
 
 def edit_json(path: Path, change) -> None:
