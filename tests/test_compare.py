@@ -160,7 +160,7 @@ def test_to_dict_field_by_field(classic):
     sb = doc["groups"][2]
     assert set(sb) == {"level", "arm", "n", "acc_mean", "acc_std", "acc_values", "params", "flops", "epochs", "seeds",
                        "runs", "paths", "mismatch", "diff", "latency_ms", "varies",
-                       "params_range", "flops_range"}
+                       "params_range", "flops_range", "epochs_range"}
     assert (sb["level"], sb["arm"], sb["n"], sb["params"], sb["flops"], sb["epochs"]) == (
         None, "scratch-B", 3, 1000, 1_000_000, 320)
     assert sb["acc_mean"] == pytest.approx(93.8) and sb["acc_std"] == pytest.approx(0.2)

@@ -45,7 +45,10 @@ def test_compare_runs_a_recipe_then_reuses_it_and_reports_json(tiny_recipe):
     assert doc["schema"] == 1 and doc["metric"] == "final" and doc["reference"] == "fine-tuned"
     assert doc["dataset"] == "mnist5k" and doc["gates"] == [] and doc["gates_passed"] is None
     arms = {g["arm"]: g for g in doc["groups"]}
-    assert set(arms) == {"fine-tuned", "scratch-E", "scratch-B"}
+    assert set(arms) == {"baseline", "fine-tuned", "scratch-E", "scratch-B"}  # the baseline is a row too
+    baseline = arms.pop("baseline")
+    assert baseline["level"] is None and baseline["n"] == 2 and baseline["flops"] > arms["fine-tuned"]["flops"]
+    assert not any("training-time method" in n for n in doc["notes"])  # a plain baseline needs no remark
     for group in arms.values():
         assert group["n"] == 2 and group["seeds"] == [0, 1] and len(group["runs"]) == 2
         assert group["acc_mean"] == pytest.approx(sum(group["acc_values"]) / 2)

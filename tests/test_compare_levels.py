@@ -75,8 +75,26 @@ def test_per_seed_architectures_of_a_global_threshold_method_are_a_range_not_a_m
     l1_group = next(g for g in rep.groups if g.level == l1)
     assert l1_group.mismatch == ("params",) and l1_group.varies == ()
     text = to_markdown(rep)
-    assert "1.13K (1.00K–1.30K)" in text and "by one global threshold" in text
+    assert "1.13K (1.00K–1.30K)" in text and "from the trained weights" in text
     assert "550 (mean; differs!)" in text
+
+
+def test_scratch_b_epochs_of_per_seed_architectures_are_a_range_and_only_there(tmp_path):
+    sss = {"method": "sss", "gamma": 0.15}
+    runs = []
+    for arm in ("fine-tuned", "scratch-B"):
+        for i, (params, epochs) in enumerate(((1000, 5), (1100, 6), (1300, 9))):
+            made = arm_runs(tmp_path, arm, [90.0 + i], level=sss, prefix=f"{arm}{i}", params=params,
+                            flops=params * 1000, epochs=epochs if arm == "scratch-B" else 1 + i)
+            runs += [_reseed(r, i) for r in made]
+    rep = report(runs)
+    scratch_b = next(g for g in rep.groups if g.arm == "scratch-B")
+    assert scratch_b.varies == ("params", "flops", "epochs") and scratch_b.mismatch == ()
+    assert scratch_b.epochs_range == (5, 9)
+    fine_tuned = next(g for g in rep.groups if g.arm == "fine-tuned")  # its epochs are a setting: a real mismatch
+    assert fine_tuned.varies == ("params", "flops") and fine_tuned.mismatch == ("epochs",)
+    text = to_markdown(rep)
+    assert "6.67 (5–9)" in text and "scratch-B's epochs follow from its FLOPs" in text
 
 
 def _reseed(run, seed):

@@ -328,3 +328,7 @@ def test_the_cli_trains_with_sfp_prunes_and_refuses_bad_input_in_one_line(tmp_pa
     assert group.arm == "fine-tuned" and group.level == {"method": "sfp"} and group.n == 1
     assert group.acc_mean == pytest.approx(result["pruned_acc"])
     assert open_run(pruned).result().get("arm") is None  # the run on disk is no arm: other recipes see a prune run
+    # The SFP-trained baseline is a row too, with a note that it is the soft-pruned model, not an unpruned one
+    with_baseline = report([open_run(run), PrunedAsArm(pruned, "fine-tuned")])
+    assert [g.arm for g in with_baseline.groups] == ["baseline", "fine-tuned"]
+    assert any("trained with sfp's training-time method" in n and "last soft mask" in n for n in with_baseline.notes)

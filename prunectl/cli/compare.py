@@ -94,8 +94,9 @@ def compare(
                                partition=partition, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job,
                                time_limit=time_limit, array_parallelism=array_parallelism, sbatch=sbatch)
         with output.progress_board() as board:
-            runs = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
-                                     note=output.note, executor=runner).arms
+            made = engine.run_recipe(recipe, data_dir=data_dir, device=device, progress=board,
+                                     note=output.note, executor=runner)
+        runs = [*made.baselines, *made.arms]  # the baseline is a row of every table
     else:
         runs = find_runs(targets)
     from prunectl.core.latency import INFO_LATENCY

@@ -89,7 +89,8 @@ def _rows(report: CompareReport, level: Any) -> list[list[str]]:
         rows.append([g.arm, str(g.n), f"{g.acc_mean:.2f} ± {std}",
                      _count(g.params, "params" in g.mismatch, varies=g.params_range if "params" in g.varies else None),
                      _count(g.flops, "flops" in g.mismatch, varies=g.flops_range if "flops" in g.varies else None),
-                     _count(g.epochs, "epochs" in g.mismatch, si=False),
+                     _count(g.epochs, "epochs" in g.mismatch, si=False,
+                            varies=g.epochs_range if "epochs" in g.varies else None),
                      *([f"{g.latency_ms:.2f}" if g.latency_ms is not None else "—"] if _timed(report) else []),
                      _delta(report, g)])
     return rows
@@ -124,9 +125,12 @@ def _is_reference(report: CompareReport, g: Group) -> bool:
 
 def _count(value: float, differs: bool, si: bool = True, varies: tuple[float, float] | None = None) -> str:
     """A group's count; `varies` (per-seed architectures by design) shows the mean and the seeds' range."""
-    text = _si(value) if si else (f"{value:g}" if isinstance(value, float) else str(value))
+    def shown(v: float) -> str:
+        return _si(v) if si else (f"{v:.2f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
+
+    text = shown(value)
     if varies is not None:
-        return f"{text} ({_si(varies[0])}–{_si(varies[1])})"
+        return f"{text} ({shown(varies[0])}–{shown(varies[1])})"
     return f"{text} (mean; differs!)" if differs else text
 
 
@@ -170,9 +174,10 @@ def _notes(report: CompareReport) -> list[str]:
         if fields:
             notes.append(f"{where}: {', '.join(fields)} differ between its runs; the mean is shown")
         if g.varies:
-            notes.append(f"{where}: {', '.join(g.varies)} vary between seeds by design ({g.level['method']} prunes "
-                         "by one global threshold, so each seed's network gets its own architecture); the mean "
-                         "and the seeds' range are shown")
+            notes.append(f"{where}: {', '.join(g.varies)} vary between seeds by design ({g.level['method']} "
+                         "chooses the architecture from the trained weights, so each seed's network gets its own"
+                         + ("; scratch-B's epochs follow from its FLOPs" if "epochs" in g.varies else "")
+                         + "); the mean and the seeds' range are shown")
         if "seed" in g.mismatch:
             notes.append(f"{where}: seeds repeat ({', '.join(map(str, g.seeds))}); are two experiments mixed?")
     return notes

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import operator
-import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,34 +12,21 @@ from prunectl import paths
 from prunectl.core.latency import LatencySettings, measure
 from prunectl.core.stats import Difference, summarize, welch
 from prunectl.engine import arms as arm_registry
+from prunectl.engine.gates import Gate, GateResult, arm_name, evaluate_gates, parse_gate
 from prunectl.engine.info import resolve_run
-from prunectl.errors import ArtifactError, BadValueError
+from prunectl.errors import ArtifactError, BadValueError, PrunectlError
 from prunectl.runs.store import Run, open_run
 
+__all__ = ["CompareReport", "Gate", "GateResult", "Group", "arm_name", "evaluate_gates", "find_runs", "level_key",
+           "level_label", "parse_gate", "report"]
+
 SCHEMA = 1
-# Methods that prune by one threshold over the whole network (Network Slimming's BN scales, Liu et al. 2017;
-# magnitude pruning's weights, Han et al. 2015): each seed's trained weights give its own architecture, so
-# params and FLOPs vary between seeds by design (shown as mean and range, not flagged as a mismatch).
-GLOBAL_THRESHOLD = frozenset({"slimming", "weight"})
 METRICS = {"final": "final_acc", "best": "best_acc"}
 METRIC_NOTES = {
     "final": "test accuracy of the final epoch",
     "best": "best-of: the best epoch's test accuracy, selected on the test set itself, so it is optimistic "
             "(docs/protocols.md#reporting-last-epoch-not-best-epoch)",
 }
-GATE_FORM = ("expected 'ARM OP ARM ± POINTS' or 'ARM OP NUMBER' with OP one of >=, >, <=, <, "
-             "e.g. 'scratch-B >= fine-tuned - 0.5' or 'scratch-B >= 95'")
-_OPS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, ">": operator.gt, "<=": operator.le,
-                                                   "<": operator.lt}
-_GATE = re.compile(r"^\s*(?P<arm>[A-Za-z][A-Za-z-]*)\s*(?P<op>>=|<=|>|<)\s*(?P<right>.*?)\s*$")
-_NUM = r"(?:\d+\.?\d*|\.\d+)"
-_RIGHT_NUMBER = re.compile(rf"^(?P<num>[+-]?{_NUM})\s*%?$")
-_RIGHT_ARM = re.compile(rf"^(?P<arm>[A-Za-z][A-Za-z-]*?)\s*(?:(?P<sign>[+-])\s*(?P<num>{_NUM})\s*%?)?$")
-
-
-def arm_name(text: str) -> str:
-    """The canonical arm for a name or alias, case-insensitively: 'ft' → 'fine-tuned', 'SCRATCH-b' → 'scratch-B'."""
-    return arm_registry.arm_named(text).label
 
 
 def level_key(level: Any) -> str:
@@ -74,9 +59,10 @@ class Group:
     runs: tuple[str, ...]
     paths: tuple[str, ...] = ()  # the run directories, in the order of `runs`
     mismatch: tuple[str, ...] = ()  # fields that differ between the group's runs: params, flops, epochs, seed
-    varies: tuple[str, ...] = ()  # params / flops that differ by design (a global-threshold method's per-seed archs)
+    varies: tuple[str, ...] = ()  # params / flops (/ scratch-B epochs) that differ by design: per-seed architectures
     params_range: tuple[float, float] = (0.0, 0.0)
     flops_range: tuple[float, float] = (0.0, 0.0)
+    epochs_range: tuple[float, float] = (0.0, 0.0)
     vs: str | None = None
     diff: Difference | None = None
     latency_ms: float | None = None  # measured median forward time at batch 1 (`report(latency=...)`), else None
@@ -96,36 +82,8 @@ class Group:
                 "flops": self.flops, "epochs": self.epochs, "seeds": list(self.seeds), "runs": list(self.runs),
                 "paths": list(self.paths), "mismatch": list(self.mismatch), "diff": diff,
                 "latency_ms": self.latency_ms, "varies": list(self.varies),
-                "params_range": list(self.params_range), "flops_range": list(self.flops_range)}
-
-
-@dataclass(frozen=True)
-class Gate:
-    """`arm op right_arm + offset`, or `arm op offset` when right_arm is None; accuracies in % points."""
-
-    text: str
-    arm: str
-    op: str
-    right_arm: str | None
-    offset: float
-
-    def arms(self) -> list[str]:
-        return [self.arm] + ([self.right_arm] if self.right_arm else [])
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate at one level: group means compared (left: the gate's arm; right: the other side's value)."""
-
-    gate: str
-    passed: bool
-    left: float
-    right: float
-    level: Any
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"gate": self.gate, "passed": self.passed, "left": self.left, "right": self.right,
-                "level": self.level}
+                "params_range": list(self.params_range), "flops_range": list(self.flops_range),
+                "epochs_range": list(self.epochs_range)}
 
 
 @dataclass(frozen=True)
@@ -245,61 +203,12 @@ def report(runs: Iterable[Run | str | Path], *, metric: str = "final", reference
     return rep
 
 
-def parse_gate(text: str) -> Gate:
-    """'scratch-B >= fine-tuned - 0.5' → Gate('scratch-B', '>=', 'fine-tuned', -0.5); 'ft > 93' → a plain number."""
-    match = _GATE.match(text.replace("≥", ">=").replace("≤", "<=").replace("−", "-"))
-    number = _RIGHT_NUMBER.match(match["right"]) if match else None
-    right = _RIGHT_ARM.match(match["right"]) if match else None
-    if match is None or (number is None and right is None):
-        raise BadValueError(f"malformed gate '{text}': {GATE_FORM}")
-    try:
-        arm = arm_name(match["arm"])
-        if right is None:
-            return Gate(text, arm, match["op"], None, float(number["num"]) if number else 0.0)
-        offset = float(right["num"] or 0.0) * (-1.0 if right["sign"] == "-" else 1.0)
-        return Gate(text, arm, match["op"], arm_name(right["arm"]), offset)
-    except BadValueError as err:
-        raise BadValueError(f"gate '{text}': {err}") from None
-
-
-def evaluate_gates(report: CompareReport, gates: Sequence[Gate | str]) -> list[GateResult]:
-    """Each gate at every level where its arms exist (means compared, to 1e-9 points); it holds if all pass.
-
-    Shared runs without a level are judged once, at their own level, not again at every level they stand in for.
-    """
-    results: list[GateResult] = []
-    present = report.arms()
-    for item in gates:
-        gate = item if isinstance(item, Gate) else parse_gate(item)
-        for arm in gate.arms():
-            if arm not in present:
-                raise BadValueError(f"gate '{gate.text}' names {arm}, which has no runs "
-                                    f"(arms with runs: {', '.join(present)})")
-        found = [r for level in report.levels() if (r := _judge(report, gate, level)) is not None]
-        if not found:
-            raise BadValueError(f"gate '{gate.text}' compares nothing: {' and '.join(gate.arms())} never "
-                                "appear at the same level")
-        results.extend(found)
-    return results
-
-
-def _judge(report: CompareReport, gate: Gate, level: Any) -> GateResult | None:
-    left = report.group(level, gate.arm)
-    right = report.group(level, gate.right_arm) if gate.right_arm else None
-    if left is None or (gate.right_arm and right is None):
-        return None
-    if level is not None and left.level is None and (right is None or right.level is None):
-        return None
-    value = (right.acc_mean if right else 0.0) + gate.offset
-    passed = _OPS[gate.op](round(left.acc_mean - value, 9), 0.0)
-    return GateResult(gate.text, passed, left.acc_mean, value, level)
-
-
 def _load(runs: Iterable[Run | str | Path], key: str) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     seen: set[str] = set()
     unfinished, other_stages = 0, set()
+    trained_with: set[str | None] = set()
     for item in runs:
         run = item if isinstance(item, Run) else open_run(item)
         if not run.is_done():
@@ -325,13 +234,38 @@ def _load(runs: Iterable[Run | str | Path], key: str) -> tuple[list[dict[str, An
                 raise ArtifactError(f"{run.path / paths.RESULT} has no '{name}'")
         rows.append({**result, "arm": found.label, "id": run_id, "level": result.get("level"), "acc": float(result[key]),
                      "path": str(run.path)})
+        if found.label == "baseline":
+            trained_with.add(_training_method(run))
     if unfinished:
         notes.append(f"skipped {unfinished} unfinished run(s)")
+    for method in sorted(m for m in trained_with if m):
+        notes.append(f"baseline runs trained with {method}'s training-time method: their row is the model as that "
+                     "training left it" + (" (its smallest filters zeroed by the last soft mask)" if method == "sfp"
+                                           else ""))
     if other_stages:
         notes.append(f"skipped runs of stages that are no comparison arm: {', '.join(sorted(other_stages))}")
     if not rows:
         raise BadValueError("no finished runs to compare" + (f" ({'; '.join(notes)})" if notes else ""))
     return rows, notes
+
+
+def _training_method(run: Run) -> str | None:
+    """The training-time method a run was trained with (its spec's `training`), or None (also for a run whose
+    spec.json cannot be read: the comparison needs only its result.json, and this is a remark)."""
+    try:
+        training = run.record.get("spec", {}).get("training")
+    except PrunectlError:
+        return None
+    method = training.get("method") if isinstance(training, dict) else None
+    return method if isinstance(method, str) else None
+
+
+def _arch_per_seed(method: Any) -> bool:
+    """Whether `method` gives each seed's network its own architecture (its `per_seed_architecture` fact)."""
+    from prunectl.methods import method_facts  # the method registry imports torch: only when grouping runs
+
+    facts = method_facts(method) if isinstance(method, str) else None
+    return facts is not None and facts.per_seed_architecture
 
 
 def _group(rows: list[dict[str, Any]]) -> Group:
@@ -340,8 +274,10 @@ def _group(rows: list[dict[str, Any]]) -> Group:
     seeds = tuple(int(r["seed"]) for r in rows)
     differ = [name for name in ("params", "flops", "epochs") if len({r[name] for r in rows}) > 1]
     level = rows[0]["level"]
-    by_design = isinstance(level, dict) and level.get("method") in GLOBAL_THRESHOLD
-    varies = [name for name in differ if by_design and name in ("params", "flops")]
+    by_design = isinstance(level, dict) and _arch_per_seed(level.get("method"))
+    # Per-seed architectures give per-seed FLOPs, and so per-seed scratch-B budgets.
+    flops_budget = arm_registry.arm(rows[0]["arm"]).budget == "B" if rows[0]["arm"] in arm_registry.LABELS else False
+    varies = [name for name in differ if by_design and (name in ("params", "flops") or flops_budget)]
     mismatch = [name for name in differ if name not in varies]
     if len(set(seeds)) < len(seeds):
         mismatch.append("seed")
@@ -349,7 +285,8 @@ def _group(rows: list[dict[str, Any]]) -> Group:
                  _common([r["params"] for r in rows]), _common([r["flops"] for r in rows]),
                  _common([r["epochs"] for r in rows]), seeds, tuple(r["id"] for r in rows),
                  tuple(r["path"] for r in rows), tuple(mismatch), tuple(varies),
-                 _span([r["params"] for r in rows]), _span([r["flops"] for r in rows]))
+                 _span([r["params"] for r in rows]), _span([r["flops"] for r in rows]),
+                 _span([r["epochs"] for r in rows]))
 
 
 def _latency_ms(group: Group, settings: LatencySettings, device: str | None) -> float:

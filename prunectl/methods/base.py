@@ -36,6 +36,9 @@ class MethodFacts:
     citation: str  # the paper that defines the method
     needs_data: bool = False  # prune() reads training data (e.g. sampled activations)
     trains: bool = False  # the method acts during training, not only in prune() (e.g. a penalty)
+    # The pruned architecture depends on the trained weights (one global threshold, a penalty driving scales to 0),
+    # so each seed's network has its own widths or depth: `compare` shows params/FLOPs as mean and range.
+    per_seed_architecture: bool = False
     imagenet_finetune_epochs: int | None = None  # None: the ImageNet protocol's default
     imagenet_scratch_b_capped: bool = False  # ImageNet scratch-B: FLOPs ratio ≥ 2 → 2 × epochs
 

@@ -120,7 +120,7 @@ class SlimmingPruner(Method):
     """
 
     facts = MethodFacts(
-        name="slimming", structured=True, trains=True,
+        name="slimming", structured=True, trains=True, per_seed_architecture=True,
         summary="Network Slimming: an L1 penalty on BN scales in training, then one global |gamma| threshold",
         citation="Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017",
         imagenet_finetune_epochs=5)

@@ -230,7 +230,7 @@ class SSSPruner(Method):
     """
 
     facts = MethodFacts(
-        name="sss", structured=True, trains=True,
+        name="sss", structured=True, trains=True, per_seed_architecture=True,
         summary="Sparse Structure Selection: an L1-penalised scale per residual branch in training (proximal "
                 "APG step), then the branches with scale 0 are removed",
         citation="Huang & Wang, Data-Driven Sparse Structure Selection for Deep Neural Networks, ECCV 2018")

@@ -85,7 +85,7 @@ class WeightMagnitude(Method):
     """
 
     facts = MethodFacts(
-        name="weight", structured=False,
+        name="weight", structured=False, per_seed_architecture=True,
         summary="weight-level magnitude pruning: one global threshold over conv weights, kept as a mask",
         citation="Han et al., Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015",
         imagenet_finetune_epochs=10)
