@@ -62,7 +62,19 @@ def test_compare_runs_a_recipe_then_reuses_it_and_reports_json(tiny_recipe):
     # Every run is reused: a second call trains nothing and gives the same figures.
     second = run("compare", tiny_recipe, "--json")
     assert json.loads(second.stdout)["groups"] == doc["groups"]
-    assert "epoch" not in second.stderr
+    assert "epoch" not in second.stderr and "prune: done" not in second.stderr
+
+
+def test_off_a_terminal_every_stage_has_its_line_in_order_pruning_included(tmp_path):
+    (tmp_path / "one.toml").write_text(TINY.replace("seeds = [0, 1]", "seeds = [3]"))
+    result = run("compare", tmp_path / "one.toml")
+    assert result.exit_code == 0, result.output
+    stages = [line.split(":")[0] for line in result.stderr.splitlines() if ": done" in line]
+    assert stages == ["seed 3 baseline", "seed 3 prune", "seed 3 fine-tune", "seed 3 scratch-E", "seed 3 scratch-B"]
+    (prune_line,) = [line for line in result.stderr.splitlines() if line.startswith("seed 3 prune")]
+    assert "l1-norm: FLOPs" in prune_line and "accuracy straight after pruning" in prune_line
+    again = run("compare", tmp_path / "one.toml")
+    assert again.exit_code == 0 and ": done" not in again.stderr  # all from the store: nothing ran
 
 
 def test_gates_exit_1_when_failing_0_when_passing_2_when_malformed(tiny_recipe):

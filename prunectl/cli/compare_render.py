@@ -10,6 +10,7 @@ from rich.text import Text
 
 from prunectl.core.flops import FLOPS_LABEL
 from prunectl.core.stats import NEEDS_SEEDS
+from prunectl.core.units import si_count
 from prunectl.engine.compare import CompareReport, Group, level_key, level_label
 
 _RIGHT = {1, 3, 4, 5}  # column indexes aligned right: n, params, FLOPs, epochs
@@ -126,19 +127,12 @@ def _is_reference(report: CompareReport, g: Group) -> bool:
 def _count(value: float, differs: bool, si: bool = True, varies: tuple[float, float] | None = None) -> str:
     """A group's count; `varies` (per-seed architectures by design) shows the mean and the seeds' range."""
     def shown(v: float) -> str:
-        return _si(v) if si else (f"{v:.2f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
+        return si_count(v) if si else (f"{v:.2f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
 
     text = shown(value)
     if varies is not None:
         return f"{text} ({shown(varies[0])}–{shown(varies[1])})"
     return f"{text} (mean; differs!)" if differs else text
-
-
-def _si(value: float) -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{suffix}"
-    return f"{value:g}"
 
 
 def _title(report: CompareReport, level: Any) -> str:

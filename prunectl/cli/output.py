@@ -88,8 +88,8 @@ class Output:
 
     def note(self, message: str) -> None:
         """A remark for people (stderr; silent in JSON mode)."""
-        if not self.as_json:
-            self.err.print(message, markup=False)
+        if not self.as_json:  # off a terminal one line per remark, unwrapped (logs are grepped)
+            self.err.print(message, markup=False, soft_wrap=not self.live)
 
     @contextmanager
     def busy(self, message: str) -> Iterator[None]:
@@ -181,6 +181,7 @@ class _Board:
             if self.bar is None:
                 self.err.print(epoch_line(stage.label, event), markup=False, soft_wrap=True)
         if self.bar is None:
+            self._close_if_last(stage, event)
             return
         done_batches = (event.epoch - 1) * event.batches + event.batch if event.metrics is None else None
         fields: dict[str, Any] = {"description": f"{stage.label} epoch {event.epoch}/{event.epochs}"}
@@ -190,6 +191,12 @@ class _Board:
         elif event.batches:
             fields.update(total=event.epochs * event.batches, completed=done_batches)
         self.bar.update(stage.task, **fields)
+        self._close_if_last(stage, event)
+
+    def _close_if_last(self, stage: _Stage, event: Any) -> None:
+        """The last epoch's metrics end the stage: its line comes now, before what the recipe does next (a prune)."""
+        if event.metrics is not None and event.epoch == event.epochs and self.stage is stage:
+            self.close()
 
     def close(self) -> None:
         """The current stage is over: say how it ended (trained, or reused from the run store)."""

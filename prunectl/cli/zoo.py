@@ -12,6 +12,7 @@ from rich.table import Table
 
 from prunectl.cli.options import JsonOpt
 from prunectl.cli.output import FLOPS_LABEL, Output, handle_errors
+from prunectl.core.units import si_count
 
 zoo_app = typer.Typer(name="zoo", no_args_is_help=True,
                       help="The papers' pruned architectures (and trained weights): use them as zoo:NAME.")
@@ -43,20 +44,13 @@ def _render(console: Console, entries: list[dict[str, Any]]) -> None:
                              justify="right" if col in ("params", "FLOPs", "paper", "measured") else "left")
         for e in rows:
             measured = e["measured"] or {}
-            table.add_row(e["name"], e["method"], _short(e["params"]), _short(e["flops"]), _paper(e["paper_accuracy"]),
+            table.add_row(e["name"], e["method"], si_count(e["params"], ".3g"), si_count(e["flops"], ".3g"), _paper(e["paper_accuracy"]),
                           f"{measured['final_acc']:.2f}" if "final_acc" in measured else "—",
                           "yes" if e["weights"] else "no")
         console.print(table)
     console.print(f"FLOPs: {FLOPS_LABEL}. paper: top-1 % of the best arm in the cited table (--json gives every "
                   "arm and the citation). measured: our run's last-epoch test accuracy. Use an entry as zoo:NAME "
                   "with info, scratch or pull.")
-
-
-def _short(value: int) -> str:
-    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return str(value)
 
 
 def _paper(accuracy: Mapping[str, Any] | None) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prunectl.core.hparams import TrainSpec
+from prunectl.core.units import si_count
 from prunectl.engine.arms import Arm, recipe_arms
 from prunectl.engine.derive import finetune_spec, scratch_spec
 from prunectl.engine.lottery import LotterySettings, lottery
@@ -81,6 +82,21 @@ def zero_epoch_arms(recipe: Recipe, pruned: Run) -> list[PrunedAsArm]:
         return []
     return [PrunedAsArm(pruned.path, a.label) for a in recipe_arms("prune")
             if a.label in recipe.arms and a.derive == "finetune"]
+
+
+def prune_summary(result: dict[str, Any]) -> str:
+    """One line for people from a prune run's result.json.
+
+    >>> prune_summary({"method": "l1-norm", "flops_before": 2e6, "flops": 1e6, "params_before": 4e4,
+    ...                "params": 1e4, "pruned_acc": 91.25})
+    'done, l1-norm: FLOPs 2.00M -> 1.00M (-50.0 %), params 40.00K -> 10.00K, accuracy straight after pruning 91.25 %'
+    """
+    flops, before = float(result["flops"]), float(result["flops_before"])
+    text = (f"done, {result['method']}: FLOPs {si_count(before)} -> {si_count(flops)} ({(flops / before - 1) * 100:+.1f} %), "
+            f"params {si_count(float(result['params_before']))} -> {si_count(float(result['params']))}")
+    if result.get("pruned_acc") is not None:
+        text += f", accuracy straight after pruning {float(result['pruned_acc']):.2f} %"
+    return text
 
 
 def arm_jobs(recipe: Recipe, base: Run, pruned: Run) -> list[Job]:

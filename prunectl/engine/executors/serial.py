@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prunectl.core.hparams import TrainSpec
 from prunectl.engine.execute import execute
-from prunectl.engine.waves import Job
+from prunectl.engine.waves import Job, prune_summary
 from prunectl.training.trainer import Progress
 
 
@@ -24,9 +25,13 @@ class SerialExecutor:
     def run_wave(self, name: str, jobs: Sequence[Job]) -> None:
         for job in jobs:
             bar = None
-            if self.progress is not None and isinstance(job.run.spec(), TrainSpec) and not job.run.is_done():
+            trains, done = isinstance(job.run.spec(), TrainSpec), job.run.is_done()
+            if self.progress is not None and trains and not done:
                 bar = self.progress(job.label)
+            started = time.perf_counter()
             execute(job.run, data_dir=self.data_dir, device=self.device, progress=bar, note=self.note)
+            if not trains and not done:  # a training stage has its own lines; pruning gets one too
+                self.note(f"{job.label}: {prune_summary(job.run.result())}, {time.perf_counter() - started:.1f} s")
 
     def close(self) -> None:
         """Nothing to release: everything ran in this process."""
