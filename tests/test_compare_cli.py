@@ -77,6 +77,30 @@ def test_off_a_terminal_every_stage_has_its_line_in_order_pruning_included(tmp_p
     assert again.exit_code == 0 and ": done" not in again.stderr  # all from the store: nothing ran
 
 
+def test_recipe_filter_picks_one_recipes_runs_in_a_store_that_two_recipes_share(tmp_path):
+    one = tmp_path / "one.toml"
+    one.write_text(TINY.replace("seeds = [0, 1]", "seeds = [5]"))
+    other = tmp_path / "other.toml"  # the same baseline, another pruning ratio
+    other.write_text(TINY.replace("seeds = [0, 1]", "seeds = [5]").replace("ratio = 0.5", "ratio = 0.25")
+                     .replace('name = "tiny"', 'name = "other"'))
+    assert run("compare", one).exit_code == 0 and run("compare", other).exit_code == 0
+    mixed = json.loads(run("compare", paths.runs_root(), "--json").stdout)
+    assert {g["level"]["ratio"] for g in mixed["groups"] if g["level"]} == {0.25, 0.5}
+    for recipe, ratio in ((one, 0.5), (other, 0.25)):
+        result = run("compare", "--recipe", recipe, "--json")  # no folder: the run store
+        assert result.exit_code == 0, result.output
+        groups = json.loads(result.stdout)["groups"]
+        assert [g["arm"] for g in groups] == ["baseline", "fine-tuned", "scratch-E", "scratch-B"]
+        assert {g["level"]["ratio"] for g in groups if g["level"]} == {ratio} and groups[0]["n"] == 1
+    changed = run("compare", "--recipe", one, "--set", "seeds=[6]")  # a seed nobody ran
+    assert changed.exit_code == 2 and "none of these runs was made by recipe 'tiny'" in changed.output
+    both = run("compare", one, "--recipe", other)
+    assert both.exit_code == 2 and "--recipe picks a recipe's runs among run folders" in both.output
+    before = sorted(p.name for p in paths.runs_root().iterdir())
+    run("compare", "--recipe", other, "--set", "finetune.epochs=2")  # derives ids, trains and writes nothing
+    assert sorted(p.name for p in paths.runs_root().iterdir()) == before
+
+
 def test_gates_exit_1_when_failing_0_when_passing_2_when_malformed(tiny_recipe):
     assert run("compare", tiny_recipe, "--gate", "scratch-B >= 0").exit_code == 0
     failing = run("compare", tiny_recipe, "--gate", "scratch-B >= fine-tuned + 101", "--json")

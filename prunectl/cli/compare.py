@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from prunectl import paths
 from prunectl.cli.executor_options import (
     ArrayParallelismOpt,
     CpusPerJobOpt,
@@ -58,6 +59,9 @@ def compare(
     set_: RecipeSetOpt = None,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only the runs of this dataset (for a "
                                                                          "store holding several).")] = None,
+    only_recipe: Annotated[str | None, typer.Option(
+        "--recipe", metavar="RECIPE", help="Only the runs this recipe (name or .toml; with --set) made, among "
+                                           "the run folders given (default: the run store); trains nothing.")] = None,
     latency: Annotated[bool, typer.Option("--latency", help="Add a column: each arm's measured forward time "
                                                             "(batch 1, on CPU; median of 10).")] = False,
     data_dir: DataDirOpt = None,
@@ -79,11 +83,17 @@ def compare(
     apply_threads(threads)  # this process; with --executor local, --threads is each worker's (default cores / jobs)
     from prunectl.engine.compare import find_runs, report
 
-    targets = targets or ["quick"]
+    if only_recipe and not targets and not paths.runs_root().is_dir():
+        raise BadValueError(f"the run store {paths.runs_root()} holds no runs yet (run the recipe: prunectl compare "
+                            f"{only_recipe})")
+    targets = targets or ([str(paths.runs_root())] if only_recipe else ["quick"])
     _preflight(metric, reference, gate, plot_file)
     check_target(targets)
     overrides = parse_assignments(set_)
-    if overrides and not (len(targets) == 1 and is_recipe(targets[0])):
+    if only_recipe and any(is_recipe(t) for t in targets):
+        raise BadValueError("--recipe picks a recipe's runs among run folders; to run a recipe, name it alone: "
+                            f"prunectl compare {only_recipe}")
+    if overrides and not only_recipe and not (len(targets) == 1 and is_recipe(targets[0])):
         raise BadValueError("--set overrides a recipe's fields; name one recipe (see `prunectl recipes`)")
     paper = None
     if len(targets) == 1 and is_recipe(targets[0]):
@@ -99,6 +109,15 @@ def compare(
         runs = [*made.baselines, *made.arms]  # the baseline is a row of every table
     else:
         runs = find_runs(targets)
+        if only_recipe:
+            from prunectl.engine.recipe_members import recipe_members
+
+            chosen = with_overrides(engine.load_recipe(only_recipe), overrides)
+            paper = paper_reference(chosen.paper)
+            runs = recipe_members(chosen, runs, data_dir)
+            if not runs:
+                raise BadValueError(f"none of these runs was made by recipe '{chosen.name}' (run it: prunectl "
+                                    f"compare {only_recipe})")
     from prunectl.core.latency import INFO_LATENCY
 
     timing = INFO_LATENCY if latency else None

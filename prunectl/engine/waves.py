@@ -62,11 +62,17 @@ class Executor(Protocol):
         """Release what the executor holds between waves (worker processes); it may be used again after."""
 
 
-def baseline_job(recipe: Recipe, seed: int, data_dir: str | Path | None) -> Job:
+def recipe_baseline_spec(recipe: Recipe, seed: int, data_dir: str | Path | None) -> TrainSpec:
+    """The baseline a recipe trains for `seed` (a lottery recipe's also saves its init and snapshots)."""
     spec = recipe.baseline_spec(seed, data_dir)
     if recipe.lottery:
         settings = LotterySettings.from_dict(recipe.lottery)
         spec = spec.replace(save_init=True, snapshot_epochs=settings.snapshot_epochs())
+    return spec
+
+
+def baseline_job(recipe: Recipe, seed: int, data_dir: str | Path | None) -> Job:
+    spec = recipe_baseline_spec(recipe, seed, data_dir)
     return Job(prepare_run(spec, spec.stage), f"seed {seed} baseline")
 
 
@@ -106,12 +112,12 @@ def arm_jobs(recipe: Recipe, base: Run, pruned: Run) -> list[Job]:
     for arm in recipe_arms("prune"):
         if arm.label not in recipe.arms or (arm.derive == "finetune" and recipe.finetunes_zero_epochs()):
             continue
-        spec = _arm_spec(arm, recipe, base, pruned)
+        spec = arm_spec(arm, recipe, base, pruned)
         jobs.append(Job(prepare_run(spec, spec.stage), f"seed {seed} {_BAR_LABELS.get(arm.label, arm.label)}"))
     return jobs
 
 
-def _arm_spec(arm: Arm, recipe: Recipe, baseline: Run, pruned: Run) -> TrainSpec:
+def arm_spec(arm: Arm, recipe: Recipe, baseline: Run, pruned: Run) -> TrainSpec:
     """The spec of one arm of a prune recipe, by the arm's `derive` (see `prunectl.engine.arms.Arm`)."""
     if arm.derive == "finetune":
         return finetune_spec(pruned, **dict(recipe.finetune))
